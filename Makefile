@@ -1,0 +1,33 @@
+# The two commands a newcomer needs (see README.md):
+#   make demo   set up what is missing, then run the example job on the embedded default model
+#   make test   set up what is missing, then run the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+MODEL  := examples/models/tiny-sd
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test setup clean
+
+setup: $(STAMP)
+
+# torch goes in first, by exact version, so pip takes the CPU build that lies on this
+# machine's disk instead of resolving a multi-GB CUDA build for the range in pyproject.toml.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+$(MODEL)/model_index.json: | $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m jobs.make_tiny_model $(MODEL)
+
+demo: $(STAMP) $(MODEL)/model_index.json
+	$(BIN)/diffgen run examples/default/job.yaml --output out/default
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf out $(MODEL)

@@ -1,0 +1,31 @@
+"""The stage protocol and the check that a chain of stages is wired correctly."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Protocol, runtime_checkable
+
+import pyarrow as pa
+
+
+@runtime_checkable
+class Stage(Protocol):
+    reads: tuple[str, ...]
+    adds: tuple[str, ...]
+
+    def setup(self) -> None: ...
+
+    def __call__(self, batch: pa.Table) -> pa.Table: ...
+
+
+def check_chain(columns: Iterable[str], stages: Sequence[Stage]) -> list[str]:
+    """The columns after every stage has run; raises naming the first stage that lacks an input."""
+    available = list(columns)
+    for stage in stages:
+        missing = [c for c in stage.reads if c not in available]
+        if missing:
+            raise ValueError(
+                f"stage {type(stage).__name__} reads {missing}, which no earlier stage or the manifest provides"
+            )
+        available += [c for c in stage.adds if c not in available]
+    return available

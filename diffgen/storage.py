@@ -1,0 +1,82 @@
+"""All data I/O, through fsspec: local paths, file://, s3:// and anything else fsspec opens.
+
+S3 endpoints and credentials come from the standard AWS configuration
+(environment, shared config files, instance roles): nothing here reads or logs them.
+"""
+
+from __future__ import annotations
+
+import io
+import posixpath
+import uuid
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
+
+
+def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The filesystem that holds `uri` and the path within it."""
+    return fsspec.core.url_to_fs(uri)
+
+
+def join(uri: str, *parts: str) -> str:
+    """Join key parts onto a URI with '/', whatever the filesystem."""
+    return posixpath.join(uri.rstrip("/"), *parts)
+
+
+def read_bytes(uri: str) -> bytes:
+    fs, path = filesystem(uri)
+    return fs.cat_file(path)
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write a whole object so that readers see either nothing or all of it.
+
+    Object stores publish a PUT atomically; on a local disk the bytes go to a
+    temporary name in the same folder first and are renamed into place.
+    """
+    fs, path = filesystem(uri)
+    if isinstance(fs, LocalFileSystem):
+        fs.makedirs(posixpath.dirname(path), exist_ok=True)
+        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        fs.pipe_file(tmp, data)
+        fs.mv(tmp, path)
+    else:
+        fs.pipe_file(path, data)
+
+
+def exists(uri: str) -> bool:
+    fs, path = filesystem(uri)
+    return fs.exists(path)
+
+
+def list_files(uri: str, suffix: str = "") -> list[str]:
+    """Full URIs of the files directly under `uri` ending in `suffix`; empty if it does not exist."""
+    fs, path = filesystem(uri)
+    if not fs.exists(path):
+        return []
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    found = [p for p in fs.ls(path, detail=False) if p.endswith(suffix)]
+    if isinstance(fs, LocalFileSystem) and "://" not in uri:
+        return sorted(found)
+    return sorted(f"{protocol}://{p}" if "://" not in p else p for p in found)
+
+
+def read_parquet(uri: str) -> pa.Table:
+    return pq.read_table(io.BytesIO(read_bytes(uri)))
+
+
+def write_parquet(table: pa.Table, uri: str) -> None:
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd")
+    write_bytes(uri, sink.getvalue())
+
+
+def read_parquet_folder(uri: str) -> pa.Table | None:
+    """All `*.parquet` files directly under `uri` as one table; None when there are none."""
+    tables = [read_parquet(f) for f in list_files(uri, ".parquet")]
+    if not tables:
+        return None
+    return pa.concat_tables(tables, promote_options="default")

@@ -1,0 +1,21 @@
+"""`python -m jobs.generate JOB.yaml [--manifest URI] [--output URI] [--set k=v]`: the entry point
+for `ray job submit` and orchestrators; the same as `diffgen run`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from jobs.cli import _configure_logging, add_run_arguments, run_command
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.generate", description=__doc__)
+    add_run_arguments(parser)
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
+    return run_command(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Ray composition: diffgen's stages wired into Ray Data pipelines."""

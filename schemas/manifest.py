@@ -1,0 +1,125 @@
+"""The manifest: one row per prompt, read from Parquet.
+
+Known columns are validated row by row against `ManifestRow`; any other column
+(a class label, a split) passes through untouched into the index, except names
+the index itself uses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from schemas.record import GENERATED_COLUMNS
+
+MAX_ID_LENGTH = 512
+
+
+class ManifestError(ValueError):
+    """A manifest that does not fit the contract; the message names columns and rows."""
+
+
+class ManifestRow(BaseModel):
+    """One prompt. Optional fields fall back to the job spec's values when null."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+    prompt: str = Field(min_length=1, pattern=r"\S")
+    negative_prompt: str | None = None
+    seed: int | None = Field(default=None, ge=0, lt=2**63)
+    num_images: int = Field(default=1, ge=1, le=10_000)
+    guidance_scale: float | None = Field(default=None, ge=0.0, le=100.0)
+    steps: int | None = Field(default=None, ge=1, le=1000)
+    width: int | None = Field(default=None, ge=8, le=8192)
+    height: int | None = Field(default=None, ge=8, le=8192)
+
+
+KNOWN_COLUMNS: tuple[str, ...] = tuple(ManifestRow.model_fields)
+REQUIRED_COLUMNS: tuple[str, ...] = tuple(n for n, f in ManifestRow.model_fields.items() if f.is_required())
+_ROWS = TypeAdapter(list[ManifestRow])
+_MAX_LISTED = 10
+
+_ARROW_KIND = {
+    "id": pa.types.is_string,
+    "prompt": pa.types.is_string,
+    "negative_prompt": pa.types.is_string,
+    "seed": pa.types.is_integer,
+    "num_images": pa.types.is_integer,
+    "guidance_scale": lambda t: pa.types.is_floating(t) or pa.types.is_integer(t),
+    "steps": pa.types.is_integer,
+    "width": pa.types.is_integer,
+    "height": pa.types.is_integer,
+}
+
+
+def passthrough_columns(schema: pa.Schema) -> list[str]:
+    """Manifest columns carried unchanged into the index."""
+    return [n for n in schema.names if n not in KNOWN_COLUMNS]
+
+
+def _schema_problems(schema: pa.Schema) -> list[str]:
+    problems = [f"missing required column '{c}'" for c in REQUIRED_COLUMNS if c not in schema.names]
+    for name in schema.names:
+        if name in _ARROW_KIND and not _ARROW_KIND[name](schema.field(name).type):
+            problems.append(f"column '{name}' has type {schema.field(name).type}, expected {_expected(name)}")
+        elif name in GENERATED_COLUMNS:
+            problems.append(f"column '{name}' is reserved for the output index; rename it")
+    if len(set(schema.names)) != len(schema.names):
+        problems.append("duplicate column names")
+    return problems
+
+
+def _expected(name: str) -> str:
+    annotation = ManifestRow.model_fields[name].annotation
+    return {str: "string", int: "integer", float: "float"}.get(
+        next((a for a in getattr(annotation, "__args__", (annotation,)) if a is not type(None)), annotation), "?"
+    )
+
+
+def row_problems(table: pa.Table) -> dict[int, list[str]]:
+    """Problems per row index, for a table whose schema already fits."""
+    known = table.select([c for c in KNOWN_COLUMNS if c in table.column_names])
+    rows: list[dict[str, Any]] = known.to_pylist()
+    for row in rows:
+        for key in ("num_images",):
+            if row.get(key) is None:
+                row.pop(key, None)
+        if isinstance(row.get("guidance_scale"), int):
+            row["guidance_scale"] = float(row["guidance_scale"])
+    problems: dict[int, list[str]] = {}
+    try:
+        _ROWS.validate_python(rows)
+    except ValidationError as err:
+        for e in err.errors():
+            index, *field = e["loc"]
+            problems.setdefault(int(index), []).append(f"{'.'.join(map(str, field))}: {e['msg']}")
+    seen: dict[str, int] = {}
+    for i, row in enumerate(rows):
+        rid = row.get("id")
+        if rid is None:
+            continue
+        if rid in seen:
+            problems.setdefault(i, []).append(f"id: duplicate of row {seen[rid]} ({rid[:60]!r})")
+        else:
+            seen[rid] = i
+    return problems
+
+
+def validate_manifest(table: pa.Table, source: str) -> None:
+    """Raise `ManifestError` naming the source, the columns and the first offending rows."""
+    problems = _schema_problems(table.schema)
+    if problems:
+        raise ManifestError(f"{source}: " + "; ".join(problems))
+    if table.num_rows == 0:
+        raise ManifestError(f"{source}: manifest has no rows")
+    bad = row_problems(table)
+    if bad:
+        listed = sorted(bad)[:_MAX_LISTED]
+        lines = [f"{source}: {len(bad)} of {table.num_rows} row(s) invalid; first {len(listed)}:"]
+        ids = table.column("id").to_pylist()
+        for i in listed:
+            lines.append(f"  row {i} (id={str(ids[i])[:60]!r}): " + "; ".join(bad[i]))
+        raise ManifestError("\n".join(lines))

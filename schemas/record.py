@@ -1,0 +1,68 @@
+"""The output record: one row of the index per generated (or attempted) image."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class RecordStatus(StrEnum):
+    WRITTEN = "written"
+    REJECTED = "rejected"
+    FAILED = "failed"
+
+
+class OutputRecord(BaseModel):
+    """One image. Pass-through manifest columns are added beside these in the index."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    record_id: str = Field(description="Stable hash of (id, sample_index); names the image.")
+    id: str = Field(description="The manifest row's id, unchanged.")
+    sample_index: int = Field(ge=0)
+    run_id: str
+    status: RecordStatus
+    error: str | None = None
+    image_uri: str | None = Field(description="Set only when status is 'written'.")
+    sha256: str | None = Field(description="Of the PNG bytes at image_uri.")
+    seed: int
+    prompt: str
+    negative_prompt: str
+    guidance_scale: float
+    steps: int
+    scheduler: str
+    width: int
+    height: int
+    model_id: str
+    created_at: datetime
+
+
+INDEX_SCHEMA = pa.schema(
+    [
+        ("record_id", pa.string()),
+        ("id", pa.string()),
+        ("sample_index", pa.int32()),
+        ("run_id", pa.string()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("image_uri", pa.string()),
+        ("sha256", pa.string()),
+        ("seed", pa.int64()),
+        ("prompt", pa.string()),
+        ("negative_prompt", pa.string()),
+        ("guidance_scale", pa.float64()),
+        ("steps", pa.int32()),
+        ("scheduler", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("model_id", pa.string()),
+        ("created_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+INDEX_COLUMNS: tuple[str, ...] = tuple(INDEX_SCHEMA.names)
+# Columns that exist only between stages and never reach the index.
+TRANSIENT_COLUMNS: tuple[str, ...] = ("pixels",)
+GENERATED_COLUMNS: frozenset[str] = frozenset(INDEX_COLUMNS) - {"id", "prompt", "negative_prompt", "seed", "guidance_scale", "width", "height"} | frozenset(TRANSIENT_COLUMNS)

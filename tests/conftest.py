@@ -1,0 +1,60 @@
+"""Shared fixtures: tiny real models on disk and one local Ray cluster per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Stable Diffusion 1.x pipeline folder with random weights, loaded like a real checkpoint."""
+    from diffgen.tiny_models import build_tiny_sd
+
+    return build_tiny_sd(tmp_path_factory.mktemp("models") / "tiny-sd")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray for the whole session, on loopback; yields its GCS address for subprocesses."""
+    import ray
+
+    ctx = ray.init(
+        num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False
+    )
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield ctx.address_info["gcs_address"]
+    ray.shutdown()
+
+
+def write_manifest(path: Path, rows: list[dict], schema: pa.Schema | None = None) -> Path:
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+    return path
+
+
+def write_job(path: Path, model: Path, **sections) -> Path:
+    """A small job YAML for the tiny model; keyword sections override the defaults."""
+    import yaml
+
+    job = {
+        "run_id": "test",
+        "model": {"id": str(model)},
+        "sampler": {"scheduler": "euler", "steps": 4, "guidance_scale": 3.0, "width": 32, "height": 32},
+        "compute": {"num_actors": 1, "batch_size": 2},
+        "seed": 7,
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict):
+            job.setdefault(key, {}).update(value)
+        else:
+            job[key] = value
+    path.write_text(yaml.safe_dump(job))
+    return path
