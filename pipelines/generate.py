@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 import ray
 
 from diffgen import storage
+from diffgen.loading import model_index, pipeline_class
 from diffgen.records import expand
 from diffgen.stages import GenerateStage, WriteStage, check_chain
 from diffgen.versions import package_versions
@@ -57,8 +58,11 @@ def committed_ids(output: str) -> set[str]:
     return set() if index is None else set(index.column("record_id").to_pylist())
 
 
-def _blocks(table: pa.Table, rows_per_block: int) -> list[pa.Table]:
-    return [table.slice(i, rows_per_block) for i in range(0, table.num_rows, rows_per_block)] or [table]
+def _blocks(table: pa.Table, batch_size: int, num_actors: int) -> list[pa.Table]:
+    """Whole batches per block, and enough blocks (~4 per actor) that every actor gets work."""
+    batches_per_block = max(1, min(8, table.num_rows // (batch_size * num_actors * 4)))
+    rows = batch_size * batches_per_block
+    return [table.slice(i, rows) for i in range(0, table.num_rows, rows)]
 
 
 def run(spec: JobSpec) -> RunSummary:
@@ -73,12 +77,14 @@ def run(spec: JobSpec) -> RunSummary:
     log.info("%d manifest rows -> %d images; %d already committed, %d to generate",
              manifest.num_rows, records.num_rows, records.num_rows - todo.num_rows, todo.num_rows)
 
+    # Cheap pre-flight on the driver: a missing or foreign model folder fails here, not in an actor.
+    pipeline_class(model_index(spec.model)[1])
     compute = spec.compute
     writer = WriteStage(spec, output, run_id)
     check_chain(todo.column_names, [GenerateStage(spec), writer])
     if todo.num_rows:
         connect()
-        ds = ray.data.from_arrow(_blocks(todo, compute.batch_size * 4))
+        ds = ray.data.from_arrow(_blocks(todo, compute.batch_size, compute.num_actors))
         ds = ds.map_batches(
             _GenerateActor,
             fn_constructor_args=(spec,),

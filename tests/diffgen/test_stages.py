@@ -1,0 +1,85 @@
+"""The generate and write stages called directly on small Arrow tables, without Ray."""
+
+import hashlib
+import json
+
+import pyarrow as pa
+import pytest
+
+from diffgen import storage
+from diffgen.png import decode_png
+from diffgen.records import expand
+from diffgen.stages import GenerateStage, WriteStage, check_chain
+from diffgen.stages.write import PROVENANCE_KEY
+from schemas.job import JobSpec
+from schemas.record import INDEX_COLUMNS
+
+
+@pytest.fixture(scope="module")
+def spec(tiny_sd):
+    return JobSpec.model_validate(
+        {
+            "run_id": "unit",
+            "model": {"id": str(tiny_sd)},
+            "sampler": {"steps": 3, "guidance_scale": 2.0, "width": 32, "height": 32, "scheduler": "ddim"},
+            "compute": {"batch_size": 2},
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def records(spec):
+    manifest = pa.Table.from_pylist(
+        [
+            {"id": "a", "prompt": "a red square", "num_images": 2, "width": None, "label": "square"},
+            {"id": "b", "prompt": "a blue circle", "num_images": 1, "width": 34, "label": "circle"},
+        ]
+    )
+    return expand(manifest, spec)
+
+
+@pytest.fixture(scope="module")
+def generated(spec, records):
+    stage = GenerateStage(spec)
+    stage.setup()
+    return stage(records)
+
+
+def test_the_chain_checks_columns_before_any_model_loads(spec, records, tmp_path):
+    stages = [GenerateStage(spec), WriteStage(spec, str(tmp_path), "unit")]
+    assert set(INDEX_COLUMNS) <= set(check_chain(records.column_names, stages))
+    with pytest.raises(ValueError, match="GenerateStage reads \\['seed'\\]"):
+        check_chain([c for c in records.column_names if c != "seed"], stages)
+
+
+def test_generate_adds_pixels_or_a_per_row_error(generated):
+    assert generated.column("status").to_pylist() == [None, None, "failed"]  # 34 is not a multiple of the VAE factor 4
+    assert "divisible by" in generated.column("error")[2].as_py()
+    assert len(generated.column("pixels")[0].as_py()) == 32 * 32 * 3
+
+
+def test_write_commits_images_then_an_index_shard(spec, generated, tmp_path):
+    index = WriteStage(spec, str(tmp_path), "unit")(generated)
+    rows = index.to_pylist()
+    assert [r["status"] for r in rows] == ["written", "written", "failed"]
+    assert rows[2]["image_uri"] is None and rows[2]["sha256"] is None
+    assert [r["label"] for r in rows] == ["square", "square", "circle"]
+    for row in rows[:2]:
+        data = storage.read_bytes(row["image_uri"])
+        assert hashlib.sha256(data).hexdigest() == row["sha256"]
+        pixels, text = decode_png(data)
+        assert pixels.shape == (32, 32, 3)
+        provenance = json.loads(text[PROVENANCE_KEY])
+        assert provenance["record_id"] == row["record_id"] and provenance["seed"] == row["seed"]
+        assert row["image_uri"].startswith(str(tmp_path) + "/images/")
+    shards = storage.list_files(str(tmp_path / "index"), ".parquet")
+    assert len(shards) == 1
+    assert storage.read_parquet(shards[0]).equals(index)
+
+
+def test_a_retried_batch_overwrites_its_own_files(spec, generated, tmp_path):
+    writer = WriteStage(spec, str(tmp_path), "unit")
+    writer(generated)
+    writer(generated)
+    assert len(storage.list_files(str(tmp_path / "index"), ".parquet")) == 1
+    assert len(list((tmp_path / "images").rglob("*.png"))) == 2
