@@ -16,9 +16,17 @@ import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 
+# Object stores throttle (503 SlowDown) and hiccup (5xx): botocore's adaptive retry mode
+# backs off exponentially and rate-limits the client instead of failing the write.
+_OPTIONS: dict[str, dict] = {
+    "s3": {"config_kwargs": {"retries": {"max_attempts": 10, "mode": "adaptive"}}},
+}
+
+
 def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """The filesystem that holds `uri` and the path within it."""
-    return fsspec.core.url_to_fs(uri)
+    protocol = uri.split("://", 1)[0] if "://" in uri else "file"
+    return fsspec.core.url_to_fs(uri, **_OPTIONS.get(protocol, {}))
 
 
 def join(uri: str, *parts: str) -> str:
@@ -55,6 +63,7 @@ def exists(uri: str) -> bool:
 def list_files(uri: str, suffix: str = "") -> list[str]:
     """Full URIs of the files directly under `uri` ending in `suffix`; empty if it does not exist."""
     fs, path = filesystem(uri)
+    fs.invalidate_cache(path)  # listings are cached per process; other workers may have written since
     if not fs.exists(path):
         return []
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]

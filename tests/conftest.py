@@ -22,8 +22,47 @@ def tiny_sd(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_sd(tmp_path_factory.mktemp("models") / "tiny-sd")
 
 
+# A recognisable fake secret: tests search every written byte for it.
+FAKE_SECRET = "diffgen-fake-secret-6f1d2c"
+
+
 @pytest.fixture(scope="session")
-def ray_cluster():
+def s3_server():
+    """moto's S3 server on loopback: a real HTTP endpoint that s3fs, pyarrow and boto3 talk to.
+
+    Endpoint and credentials go into the environment (the standard AWS variables) before Ray
+    starts, so Ray workers inherit them exactly as on a configured cluster node.
+    """
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    os.environ.update(
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_ACCESS_KEY_ID="AKIADIFFGENTEST",
+        AWS_SECRET_ACCESS_KEY=FAKE_SECRET,
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    yield endpoint
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server) -> str:
+    """A fresh, empty bucket per test: `s3://<name>`."""
+    import uuid
+
+    import fsspec
+
+    name = f"diffgen-{uuid.uuid4().hex[:12]}"
+    fsspec.filesystem("s3").mkdir(name)
+    return f"s3://{name}"
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(s3_server):
     """One local Ray for the whole session, on loopback; yields its GCS address for subprocesses."""
     import ray
 
