@@ -1,0 +1,42 @@
+"""Fixtures for the metrics tests: one tiny real CLIP folder per session, and seeded images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny CLIP folder with random weights, loaded like a downloaded checkpoint."""
+    from diffgen.metrics.tiny_clip import build_tiny_clip
+
+    return build_tiny_clip(tmp_path_factory.mktemp("models") / "tiny-clip")
+
+
+@pytest.fixture(scope="session")
+def clip_model(tiny_clip):
+    from diffgen.metrics.clip_model import ClipModel
+
+    return ClipModel(tiny_clip, batch_size=4)
+
+
+def smooth_images(n: int, seed: int, size: tuple[int, int] = (48, 40)) -> list[np.ndarray]:
+    """Seeded images with structure (blurred noise plus a gradient), unlike each other."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    ramp = np.linspace(0, 1, w)[None, :, None]
+    images = []
+    for _ in range(n):
+        coarse = rng.uniform(0, 1, size=(h // 8 + 1, w // 8 + 1, 3))
+        blurred = np.kron(coarse, np.ones((8, 8, 1)))[:h, :w]
+        images.append((255 * (0.7 * blurred + 0.3 * ramp * rng.uniform())).astype(np.uint8))
+    return images
+
+
+@pytest.fixture(scope="session")
+def make_images():
+    """`make_images(n, seed, size=(h, w))`: see smooth_images."""
+    return smooth_images
