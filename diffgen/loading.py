@@ -1,7 +1,8 @@
 """Loading a diffusers pipeline from a local folder (or the local hub cache), never the network.
 
-The pipeline class comes from the folder's own `model_index.json`; weights load
-from safetensors only.
+The model family, and with it every pipeline class, comes from the folder's own
+`model_index.json` (see `diffgen.families`); weights load from safetensors only.
+ControlNets and LoRA adapters load once per actor next to the base pipeline.
 """
 
 from __future__ import annotations
@@ -11,18 +12,23 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import diffusers
 import torch
-from diffusers import DiffusionPipeline, StableDiffusionPipeline
+from diffusers import DiffusionPipeline
 from diffusers.utils import logging as diffusers_logging
 from transformers.utils import logging as transformers_logging
 
-from schemas.job import ComputeSpec, ModelSpec
+from diffgen.families import FAMILIES, FAMILY_BY_INDEX_CLASS, Family, UnknownFamilyError, family_for
+from diffgen.lora import LoraError, check_loras, load_loras
+from diffgen.schedulers import check_scheduler
+from diffgen.variants import PipelineSet
+from schemas.job import ComputeSpec, ControlNetSpec, JobSpec, ModelSpec
 
 log = logging.getLogger(__name__)
 
 # model_index.json `_class_name` -> the text-to-image pipeline class that runs it.
 PIPELINES: dict[str, type[DiffusionPipeline]] = {
-    "StableDiffusionPipeline": StableDiffusionPipeline,
+    name: FAMILIES[family].pipelines["text2img"] for name, family in FAMILY_BY_INDEX_CLASS.items()
 }
 
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -38,35 +44,83 @@ class Placement:
     dtype: torch.dtype
 
 
+def _folder(model: ModelSpec, field: str) -> Path:
+    folder = Path(model.id)
+    if folder.is_dir():
+        return folder
+    if model.id.startswith((".", "/", "~")) or model.id.count("/") != 1:
+        raise ModelLoadError(f"{field}: folder {model.id} does not exist")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(model.id, revision=model.revision, local_files_only=True))
+    except Exception as e:  # the hub client raises several unrelated types for "not cached"
+        raise ModelLoadError(
+            f"{field}: '{model.id}' is neither a local folder nor in the local hub cache "
+            f"(downloads are off; fetch it ahead of time): {type(e).__name__}"
+        ) from None
+
+
+def _read_json(path: Path, field: str, what: str) -> dict:
+    if not path.is_file():
+        raise ModelLoadError(f"{field}: {path.parent} has no {path.name}; is it a diffusers {what} folder?")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ModelLoadError(f"{field}: {path} is not valid JSON: {e}") from None
+
+
 def model_index(model: ModelSpec) -> tuple[Path, dict]:
     """The model's folder and its parsed model_index.json, from disk or the local hub cache only."""
-    folder = Path(model.id)
-    if not folder.is_dir():
-        if model.id.startswith((".", "/", "~")) or model.id.count("/") != 1:
-            raise ModelLoadError(f"model.id: folder {model.id} does not exist")
-        from huggingface_hub import snapshot_download
+    folder = _folder(model, "model.id")
+    return folder, _read_json(folder / "model_index.json", "model.id", "pipeline")
 
-        try:
-            folder = Path(snapshot_download(model.id, revision=model.revision, local_files_only=True))
-        except Exception as e:  # the hub client raises several unrelated types for "not cached"
-            raise ModelLoadError(
-                f"model.id: '{model.id}' is neither a local folder nor in the local hub cache "
-                f"(downloads are off; fetch it ahead of time): {type(e).__name__}"
-            ) from None
-    index_file = folder / "model_index.json"
-    if not index_file.is_file():
-        raise ModelLoadError(f"model.id: {folder} has no model_index.json; is it a diffusers pipeline folder?")
+
+def model_family(index: dict) -> Family:
     try:
-        return folder, json.loads(index_file.read_text())
-    except json.JSONDecodeError as e:
-        raise ModelLoadError(f"model.id: {index_file} is not valid JSON: {e}") from None
+        return family_for(index.get("_class_name", ""))
+    except UnknownFamilyError as e:
+        raise ModelLoadError(str(e)) from None
 
 
 def pipeline_class(index: dict) -> type[DiffusionPipeline]:
-    name = index.get("_class_name", "")
-    if name not in PIPELINES:
-        raise ModelLoadError(f"Unknown pipeline class '{name}' in model_index.json. Choose from: {', '.join(PIPELINES)}")
-    return PIPELINES[name]
+    return model_family(index).pipelines["text2img"]
+
+
+def _controlnet_class(spec: ControlNetSpec, i: int, family: Family) -> tuple[Path, type]:
+    field = f"controlnets.{i}.model.id"
+    folder = _folder(spec.model, field)
+    name = _read_json(folder / "config.json", field, "ControlNet").get("_class_name", "")
+    if name not in family.controlnets:
+        raise ModelLoadError(
+            f"{field}: {folder} holds a '{name}', but a {family.name} model takes "
+            f"{', '.join(family.controlnets)}"
+        )
+    return folder, family.controlnets[name]
+
+
+def preflight(spec: JobSpec) -> Family:
+    """Everything about the job's models checkable without loading weights; raises `ModelLoadError`.
+
+    The family, the scheduler's fit, the ControlNets' classes and the LoRA files: a bad job
+    fails here, on the driver, before any actor starts.
+    """
+    folder, index = model_index(spec.model)
+    family = model_family(index)
+    scheduler_name = (index.get("scheduler") or [None, None])[1]
+    scheduler_cls = getattr(diffusers, scheduler_name or "", None)
+    if scheduler_cls is not None:
+        try:
+            check_scheduler(spec.sampler.scheduler, scheduler_cls)
+        except ValueError as e:
+            raise ModelLoadError(str(e)) from None
+    for i, controlnet in enumerate(spec.controlnets):
+        _controlnet_class(controlnet, i, family)
+    try:
+        check_loras(spec.loras)
+    except LoraError as e:
+        raise ModelLoadError(str(e)) from None
+    return family
 
 
 def placement(compute: ComputeSpec, cuda_available: bool | None = None) -> Placement:
@@ -86,22 +140,88 @@ def placement(compute: ComputeSpec, cuda_available: bool | None = None) -> Place
     return Placement(device, dtype)
 
 
-def load_pipeline(model: ModelSpec, where: Placement) -> DiffusionPipeline:
-    """Load the pipeline once (per actor) onto its device, in eval mode, with SDPA attention."""
+def _quiet() -> None:
     # Loading bars are noise in a batch job's logs; the pipeline's own run reports progress.
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
+
+
+def load_pipeline(model: ModelSpec, where: Placement, *, to_device: bool = True) -> DiffusionPipeline:
+    """Load the base pipeline once (per actor) onto its device, in eval mode, with SDPA attention."""
+    _quiet()
     folder, index = model_index(model)
-    cls = pipeline_class(index)
+    family = model_family(index)
+    cls = family.pipelines["text2img"]
     try:
         pipe = cls.from_pretrained(
             str(folder),
             dtype=where.dtype,
             use_safetensors=True,
             local_files_only=True,
+            **family.init_kwargs,
         )
     except (OSError, ValueError, EnvironmentError) as e:
         raise ModelLoadError(f"model.id: cannot load {folder}: {e}") from None
-    pipe = pipe.to(where.device)
+    if to_device:
+        pipe = pipe.to(where.device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def load_controlnet(spec: ControlNetSpec, i: int, family: Family, where: Placement) -> torch.nn.Module:
+    _quiet()
+    folder, cls = _controlnet_class(spec, i, family)
+    try:
+        model = cls.from_pretrained(str(folder), dtype=where.dtype, use_safetensors=True, local_files_only=True)
+    except (OSError, ValueError, EnvironmentError) as e:
+        raise ModelLoadError(f"controlnets.{i}.model.id: cannot load {folder}: {e}") from None
+    return model.eval()
+
+
+def _denoiser(pipe: DiffusionPipeline) -> torch.nn.Module:
+    return pipe.unet if getattr(pipe, "unet", None) is not None else pipe.transformer
+
+
+def apply_compute_options(
+    pipe: DiffusionPipeline, controlnets: list[torch.nn.Module], compute: ComputeSpec, where: Placement
+) -> None:
+    """The speed and memory options of `compute`; the CPU skips what it cannot use, with a log line."""
+    cuda = where.device.type == "cuda"
+    if compute.channels_last:
+        # A layout for 4-D conv weights and activations; a transformer's linear layers are unaffected.
+        for module in [pipe.vae, getattr(pipe, "unet", None), *controlnets]:
+            if module is not None:
+                module.to(memory_format=torch.channels_last)
+    if compute.vae_slicing:
+        pipe.vae.enable_slicing()
+    if compute.vae_tiling:
+        pipe.vae.enable_tiling()
+    if compute.torch_compile:
+        if cuda:
+            # Compiled in place, so the module keeps its class and `from_pipe` variants share it.
+            _denoiser(pipe).compile(fullgraph=False, dynamic=False)
+        else:
+            log.warning("compute.torch_compile: skipped on the CPU (compiling per shape costs more than it saves)")
+    if compute.cpu_offload and not cuda:
+        log.warning("compute.cpu_offload: nothing to offload to on the CPU; skipped")
+
+
+def load_pipeline_set(spec: JobSpec, where: Placement) -> PipelineSet:
+    """The base pipeline with its scheduler, LoRAs, ControlNets and compute options, ready to sample."""
+    from diffgen.schedulers import build_scheduler
+
+    family = preflight(spec)
+    offload = spec.compute.cpu_offload and where.device.type == "cuda"
+    pipe = load_pipeline(spec.model, where, to_device=not offload)
+    pipe.scheduler = build_scheduler(spec.sampler.scheduler, pipe.scheduler)
+    try:
+        load_loras(pipe, spec.loras)
+    except LoraError as e:
+        raise ModelLoadError(str(e)) from None
+    controlnets = [load_controlnet(c, i, family, where) for i, c in enumerate(spec.controlnets)]
+    if not offload:
+        controlnets = [c.to(where.device) for c in controlnets]
+    apply_compute_options(pipe, controlnets, spec.compute, where)
+    return PipelineSet(
+        pipe, family, list(zip(spec.controlnets, controlnets)), offload_device=where.device if offload else None
+    )

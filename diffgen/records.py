@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from schemas.job import JobSpec
+from schemas.manifest import ManifestError, is_control_column
 
 _SEED_SPACE = 2**63
 
@@ -40,9 +41,38 @@ def _column_or(table: pa.Table, name: str, default: object, type_: pa.DataType) 
     return pc.fill_null(table.column(name).cast(type_), pa.scalar(default, type_)).combine_chunks()
 
 
+def _uri_column(table: pa.Table, name: str) -> pa.Array:
+    """An image URI column with empty strings as nulls: both mean "no image"."""
+    if name not in table.column_names:
+        return pa.nulls(table.num_rows, pa.string())
+    values = table.column(name).combine_chunks()
+    return pc.if_else(pc.equal(values, ""), pa.scalar(None, pa.string()), values)
+
+
+def check_control_columns(columns: list[str], spec: JobSpec) -> None:
+    """The manifest's control columns must match the job's ControlNets one to one (a typo must not be ignored)."""
+    expected = spec.control_columns()
+    problems = [
+        f"column '{c}' matches no ControlNet in the job spec"
+        + (f" (expected {', '.join(repr(e) for e in expected.values())})" if expected else " (it has none)")
+        for c in columns
+        if is_control_column(c) and c not in expected.values()
+    ]
+    required = {c.name for c in spec.controlnets if c.required}
+    problems += [
+        f"ControlNet '{name}' needs a column '{column}' (or set required: false)"
+        for name, column in expected.items()
+        if column not in columns and name in required
+    ]
+    if problems:
+        raise ManifestError("manifest: " + "; ".join(problems))
+
+
 def expand(manifest: pa.Table, spec: JobSpec) -> pa.Table:
     """One row per image: the manifest's columns plus `record_id`, `sample_index`, and the
-    effective `seed`, `negative_prompt`, `guidance_scale`, `steps`, `width`, `height`."""
+    effective `seed`, `negative_prompt`, `guidance_scale`, `guidance_rescale`, `steps`, `width`,
+    `height`, `init_image`, `mask_image` and `strength` (null without an init image)."""
+    check_control_columns(manifest.column_names, spec)
     s = spec.sampler
     counts = _column_or(manifest, "num_images", 1, pa.int64()).to_pylist()
     take = [i for i, n in enumerate(counts) for _ in range(n)]
@@ -54,13 +84,19 @@ def expand(manifest: pa.Table, spec: JobSpec) -> pa.Table:
         image_seed(derived_seed(spec.seed, rid) if base is None else base, k)
         for rid, base, k in zip(ids, row_seeds, sample_index)
     ]
+    init_image = _uri_column(out, "init_image")
+    strength = _column_or(out, "strength", s.strength, pa.float64())
     effective = {
         "seed": pa.array(seeds, pa.int64()),
         "negative_prompt": _column_or(out, "negative_prompt", s.negative_prompt, pa.string()),
         "guidance_scale": _column_or(out, "guidance_scale", s.guidance_scale, pa.float64()),
+        "guidance_rescale": _column_or(out, "guidance_rescale", s.guidance_rescale, pa.float64()),
         "steps": _column_or(out, "steps", s.steps, pa.int32()),
         "width": _column_or(out, "width", s.width, pa.int32()),
         "height": _column_or(out, "height", s.height, pa.int32()),
+        "init_image": init_image,
+        "mask_image": _uri_column(out, "mask_image"),
+        "strength": pc.if_else(pc.is_null(init_image), pa.scalar(None, pa.float64()), strength),
     }
     for name, values in effective.items():
         if name in out.column_names:

@@ -31,11 +31,30 @@ SCHEDULERS: dict[str, tuple[type[SchedulerMixin], dict[str, Any]]] = {
 }
 
 
-def build_scheduler(name: str, model_scheduler: SchedulerMixin) -> SchedulerMixin:
-    """The scheduler `name` configured from the model's scheduler; 'default' keeps the model's own."""
+def check_scheduler(name: str, model_scheduler: type[SchedulerMixin]) -> None:
+    """Raise unless `name` can replace a model's `model_scheduler` class.
+
+    diffusers lists each scheduler's compatible classes; a flow-matching model (SD3, Flux)
+    has none of the table's noise-prediction schedulers among them.
+    """
     if name == "default":
-        return model_scheduler
+        return
     if name not in SCHEDULERS:
         raise ValueError(f"Unknown scheduler '{name}'. Choose from: {', '.join(SCHEDULER_NAMES)}")
+    cls = SCHEDULERS[name][0]
+    compatible = {c.__name__ for c in model_scheduler._get_compatibles()}
+    if cls.__name__ not in compatible:
+        usable = ["default"] + [n for n, (c, _) in SCHEDULERS.items() if c.__name__ in compatible]
+        raise ValueError(
+            f"sampler.scheduler: '{name}' ({cls.__name__}) does not work with this model's "
+            f"{model_scheduler.__name__}. Choose from: {', '.join(usable)}"
+        )
+
+
+def build_scheduler(name: str, model_scheduler: SchedulerMixin) -> SchedulerMixin:
+    """The scheduler `name` configured from the model's scheduler; 'default' keeps the model's own."""
+    check_scheduler(name, type(model_scheduler))
+    if name == "default":
+        return model_scheduler
     cls, overrides = SCHEDULERS[name]
     return cls.from_config(model_scheduler.config, **overrides)

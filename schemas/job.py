@@ -16,9 +16,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from schemas.errors import format_validation_error
+from schemas.policy import PolicySpec
 
 SchedulerName = Literal["default", "ddim", "euler", "euler_ancestral", "dpmpp_2m", "dpmpp_2m_karras", "unipc", "pndm"]
 SCHEDULER_NAMES: tuple[str, ...] = SchedulerName.__args__  # type: ignore[attr-defined]
+PreprocessorName = Literal["none", "canny"]
+PREPROCESSOR_NAMES: tuple[str, ...] = PreprocessorName.__args__  # type: ignore[attr-defined]
+# Manifest column(s) holding control images: `control_image` with one ControlNet,
+# `control_image_<name>` per ControlNet with several.
+CONTROL_COLUMN = "control_image"
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -39,12 +45,68 @@ class ModelSpec(_Strict):
 
 
 class SamplerSpec(_Strict):
+    """Job-wide sampling defaults; a manifest row may override each of them except the scheduler."""
+
     scheduler: SchedulerName = "default"
     steps: int = Field(default=20, ge=1, le=1000)
-    guidance_scale: float = Field(default=7.5, ge=0.0, le=100.0)
+    guidance_scale: float = Field(
+        default=7.5, ge=0.0, le=100.0, description="<= 1 turns classifier-free guidance off (no unconditional pass)."
+    )
+    guidance_rescale: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="CFG rescale (arXiv:2305.08891 sec. 3.4); 0 is off."
+    )
     negative_prompt: str = ""
+    strength: float = Field(
+        default=0.8, gt=0.0, le=1.0, description="img2img/inpaint: how much of the init image is re-noised."
+    )
     width: int = Field(default=512, ge=8, le=8192)
     height: int = Field(default=512, ge=8, le=8192)
+
+
+class ControlNetSpec(_Strict):
+    """One ControlNet; its images come from the manifest column `control_image` (or `control_image_<name>`)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_]{0,63}$", description="Names its manifest column.")
+    model: ModelSpec
+    conditioning_scale: float = Field(default=1.0, ge=0.0, le=10.0)
+    guidance_start: float = Field(default=0.0, ge=0.0, le=1.0, description="Fraction of steps before it applies.")
+    guidance_end: float = Field(default=1.0, ge=0.0, le=1.0, description="Fraction of steps after which it stops.")
+    preprocessor: PreprocessorName = "none"
+    canny_low: int = Field(default=100, ge=0, le=255)
+    canny_high: int = Field(default=200, ge=0, le=255)
+    required: bool = Field(
+        default=True,
+        description="An empty control cell rejects the row; false lets such a row run without this ControlNet.",
+    )
+
+    @model_validator(mode="after")
+    def _ranges_are_ordered(self) -> ControlNetSpec:
+        if self.guidance_start >= self.guidance_end:
+            raise ValueError(f"guidance_start ({self.guidance_start}) must be below guidance_end ({self.guidance_end})")
+        if self.canny_low > self.canny_high:
+            raise ValueError(f"canny_low ({self.canny_low}) must not exceed canny_high ({self.canny_high})")
+        return self
+
+
+class LoraSpec(_Strict):
+    """A local LoRA adapter file (diffusers/kohya safetensors), applied with `weight` to every image."""
+
+    path: str = Field(min_length=1, description="A .safetensors file; relative paths resolve against the job file.")
+    weight: float = Field(default=1.0, ge=-10.0, le=10.0)
+    name: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="Adapter name; the file stem if unset."
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _is_safetensors(cls, v: str) -> str:
+        if not v.endswith(".safetensors"):
+            raise ValueError(f"expected a .safetensors file, got {v!r}")
+        return v
+
+    @property
+    def adapter_name(self) -> str:
+        return self.name or Path(self.path).stem
 
 
 class ComputeSpec(_Strict):
@@ -61,6 +123,12 @@ class ComputeSpec(_Strict):
     batch_size: int = Field(default=4, ge=1, le=1024)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["fp32", "fp16", "bf16"] = "fp32"
+    # Speed and memory options; those the CPU cannot honour are skipped with a log line.
+    channels_last: bool = Field(default=False, description="channels-last memory format for the UNet, ControlNets, VAE.")
+    torch_compile: bool = Field(default=False, description="torch.compile the denoiser (CUDA only; slow first batch).")
+    vae_slicing: bool = Field(default=False, description="Decode one image at a time: less memory, same pixels.")
+    vae_tiling: bool = Field(default=False, description="Decode large images in tiles: less memory, seams possible.")
+    cpu_offload: bool = Field(default=False, description="Model CPU offload: one model on the GPU at a time.")
 
     @model_validator(mode="after")
     def _cuda_needs_gpus(self) -> ComputeSpec:
@@ -74,6 +142,9 @@ class JobSpec(_Strict):
     model: ModelSpec
     sampler: SamplerSpec = SamplerSpec()
     compute: ComputeSpec = ComputeSpec()
+    policy: PolicySpec = PolicySpec()
+    controlnets: list[ControlNetSpec] = Field(default_factory=list, max_length=8)
+    loras: list[LoraSpec] = Field(default_factory=list, max_length=16)
     seed: int = Field(default=0, ge=0, lt=2**63)
     manifest: str | None = Field(default=None, description="Manifest Parquet URI (any fsspec URI).")
     output: str | None = Field(default=None, description="Output URI (any fsspec URI).")
@@ -84,6 +155,23 @@ class JobSpec(_Strict):
         if v is not None and not _RUN_ID.match(v):
             raise ValueError("must be 1-128 characters of letters, digits, '.', '_' or '-', starting alphanumeric")
         return v
+
+    @model_validator(mode="after")
+    def _names_are_unique(self) -> JobSpec:
+        for field, names in (
+            ("controlnets", [c.name for c in self.controlnets]),
+            ("loras", [lora.adapter_name for lora in self.loras]),
+        ):
+            duplicates = sorted({n for n in names if names.count(n) > 1})
+            if duplicates:
+                raise ValueError(f"{field}: duplicate name(s) {', '.join(duplicates)}")
+        return self
+
+    def control_columns(self) -> dict[str, str]:
+        """ControlNet name -> the manifest column that holds its images, in job order."""
+        if len(self.controlnets) == 1:
+            return {self.controlnets[0].name: CONTROL_COLUMN}
+        return {c.name: f"{CONTROL_COLUMN}_{c.name}" for c in self.controlnets}
 
     def require_io(self) -> tuple[str, str]:
         """The manifest and output URIs, which a run cannot start without."""
@@ -143,11 +231,20 @@ def load_job_spec(
     for key in ("manifest", "output"):
         if isinstance(data.get(key), str):
             data[key] = _resolve_relative(data[key], base)
-    model = data.get("model")
-    if isinstance(model, dict) and isinstance(model.get("id"), str):
-        candidate = model["id"]
-        if candidate.startswith((".", "/")) or (base / candidate).exists():
-            model["id"] = _resolve_relative(candidate, base)
+    models = [data.get("model")]
+    controlnets = data.get("controlnets")
+    if isinstance(controlnets, list):
+        models += [c.get("model") for c in controlnets if isinstance(c, dict)]
+    for model in models:
+        if isinstance(model, dict) and isinstance(model.get("id"), str):
+            candidate = model["id"]
+            if candidate.startswith((".", "/")) or (base / candidate).exists():
+                model["id"] = _resolve_relative(candidate, base)
+    loras = data.get("loras")
+    if isinstance(loras, list):
+        for lora in loras:
+            if isinstance(lora, dict) and isinstance(lora.get("path"), str):
+                lora["path"] = _resolve_relative(lora["path"], base)
     cwd = Path.cwd()
     if manifest is not None:
         data["manifest"] = _resolve_relative(manifest, cwd)

@@ -2,7 +2,9 @@
 
 Known columns are validated row by row against `ManifestRow`; any other column
 (a class label, a split) passes through untouched into the index, except names
-the index itself uses.
+the index itself uses. Image inputs (`init_image`, `mask_image`, `control_image`,
+`control_image_<name>`) are URIs of any fsspec filesystem; whether they can be read
+and decoded is checked per row at generation time, where a bad one rejects only its row.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
+from schemas.job import CONTROL_COLUMN
 from schemas.record import GENERATED_COLUMNS
 
 MAX_ID_LENGTH = 512
@@ -32,9 +35,22 @@ class ManifestRow(BaseModel):
     seed: int | None = Field(default=None, ge=0, lt=2**63)
     num_images: int = Field(default=1, ge=1, le=10_000)
     guidance_scale: float | None = Field(default=None, ge=0.0, le=100.0)
+    guidance_rescale: float | None = Field(default=None, ge=0.0, le=1.0)
     steps: int | None = Field(default=None, ge=1, le=1000)
     width: int | None = Field(default=None, ge=8, le=8192)
     height: int | None = Field(default=None, ge=8, le=8192)
+    init_image: str | None = Field(default=None, description="img2img / inpaint source image URI.")
+    mask_image: str | None = Field(default=None, description="Inpainting mask URI (white = repaint); needs init_image.")
+    strength: float | None = Field(default=None, gt=0.0, le=1.0)
+    control_image: str | None = Field(default=None, description="The control image URI when the job has one ControlNet.")
+
+    @model_validator(mode="after")
+    def _image_fields_need_an_init_image(self) -> ManifestRow:
+        if not self.init_image:
+            for name in ("mask_image", "strength"):
+                if getattr(self, name) not in (None, ""):
+                    raise ValueError(f"{name} is set but init_image is empty")
+        return self
 
 
 KNOWN_COLUMNS: tuple[str, ...] = tuple(ManifestRow.model_fields)
@@ -49,10 +65,21 @@ _ARROW_KIND = {
     "seed": pa.types.is_integer,
     "num_images": pa.types.is_integer,
     "guidance_scale": lambda t: pa.types.is_floating(t) or pa.types.is_integer(t),
+    "guidance_rescale": lambda t: pa.types.is_floating(t) or pa.types.is_integer(t),
     "steps": pa.types.is_integer,
     "width": pa.types.is_integer,
     "height": pa.types.is_integer,
+    "init_image": pa.types.is_string,
+    "mask_image": pa.types.is_string,
+    "strength": lambda t: pa.types.is_floating(t) or pa.types.is_integer(t),
+    "control_image": pa.types.is_string,
 }
+_FLOAT_COLUMNS = ("guidance_scale", "guidance_rescale", "strength")
+
+
+def is_control_column(name: str) -> bool:
+    """`control_image` or `control_image_<name>`: which ControlNet reads it is the job's business."""
+    return name == CONTROL_COLUMN or name.startswith(f"{CONTROL_COLUMN}_")
 
 
 def passthrough_columns(schema: pa.Schema) -> list[str]:
@@ -65,6 +92,8 @@ def _schema_problems(schema: pa.Schema) -> list[str]:
     for name in schema.names:
         if name in _ARROW_KIND and not _ARROW_KIND[name](schema.field(name).type):
             problems.append(f"column '{name}' has type {schema.field(name).type}, expected {_expected(name)}")
+        elif is_control_column(name) and not pa.types.is_string(schema.field(name).type):
+            problems.append(f"column '{name}' has type {schema.field(name).type}, expected string (an image URI)")
         elif name in GENERATED_COLUMNS:
             problems.append(f"column '{name}' is reserved for the output index; rename it")
     if len(set(schema.names)) != len(schema.names):
@@ -87,15 +116,17 @@ def row_problems(table: pa.Table) -> dict[int, list[str]]:
         for key in ("num_images",):
             if row.get(key) is None:
                 row.pop(key, None)
-        if isinstance(row.get("guidance_scale"), int):
-            row["guidance_scale"] = float(row["guidance_scale"])
+        for key in _FLOAT_COLUMNS:
+            if isinstance(row.get(key), int):
+                row[key] = float(row[key])
     problems: dict[int, list[str]] = {}
     try:
         _ROWS.validate_python(rows)
     except ValidationError as err:
         for e in err.errors():
             index, *field = e["loc"]
-            problems.setdefault(int(index), []).append(f"{'.'.join(map(str, field))}: {e['msg']}")
+            where = ".".join(map(str, field)) or "row"
+            problems.setdefault(int(index), []).append(f"{where}: {e['msg']}")
     seen: dict[str, int] = {}
     for i, row in enumerate(rows):
         rid = row.get("id")

@@ -36,6 +36,18 @@ class OutputRecord(BaseModel):
     scheduler: str
     width: int
     height: int
+    guidance_rescale: float
+    cfg: bool | None = Field(description="Whether the unconditional (classifier-free guidance) pass ran.")
+    strength: float | None = Field(description="img2img/inpaint strength; null for text-to-image.")
+    init_image: str | None = None
+    init_image_sha256: str | None = None
+    mask_image: str | None = None
+    mask_image_sha256: str | None = None
+    control_image_uris: list[str | None] | None = Field(
+        default=None, description="One per ControlNet in job order; null where an optional one had no image."
+    )
+    control_image_sha256: list[str | None] | None = None
+    pipeline_class: str | None = Field(default=None, description="The diffusers pipeline class that sampled it.")
     model_id: str
     created_at: datetime
 
@@ -58,6 +70,16 @@ INDEX_SCHEMA = pa.schema(
         ("scheduler", pa.string()),
         ("width", pa.int32()),
         ("height", pa.int32()),
+        ("guidance_rescale", pa.float64()),
+        ("cfg", pa.bool_()),
+        ("strength", pa.float64()),
+        ("init_image", pa.string()),
+        ("init_image_sha256", pa.string()),
+        ("mask_image", pa.string()),
+        ("mask_image_sha256", pa.string()),
+        ("control_image_uris", pa.list_(pa.string())),
+        ("control_image_sha256", pa.list_(pa.string())),
+        ("pipeline_class", pa.string()),
         ("model_id", pa.string()),
         ("created_at", pa.timestamp("us", tz="UTC")),
     ]
@@ -65,4 +87,9 @@ INDEX_SCHEMA = pa.schema(
 INDEX_COLUMNS: tuple[str, ...] = tuple(INDEX_SCHEMA.names)
 # Columns that exist only between stages and never reach the index.
 TRANSIENT_COLUMNS: tuple[str, ...] = ("pixels",)
-GENERATED_COLUMNS: frozenset[str] = frozenset(INDEX_COLUMNS) - {"id", "prompt", "negative_prompt", "seed", "guidance_scale", "width", "height"} | frozenset(TRANSIENT_COLUMNS)
+# Index columns a manifest may also carry (as per-row inputs); every other index column is reserved.
+MANIFEST_INPUT_COLUMNS: frozenset[str] = frozenset(
+    {"id", "prompt", "negative_prompt", "seed", "guidance_scale", "guidance_rescale", "steps", "width", "height",
+     "init_image", "mask_image", "strength"}
+)  # fmt: skip
+GENERATED_COLUMNS: frozenset[str] = frozenset(INDEX_COLUMNS) - MANIFEST_INPUT_COLUMNS | frozenset(TRANSIENT_COLUMNS)

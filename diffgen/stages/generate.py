@@ -1,4 +1,10 @@
-"""The generation stage: a diffusers pipeline loaded once, sampling Arrow batches of records."""
+"""The generation stage: a diffusers pipeline set loaded once, sampling Arrow batches of records.
+
+Per row it reads the input images (init, mask, one per ControlNet), applies the
+ControlNets' preprocessors, and samples. A row whose inputs cannot be used (an image
+missing or corrupt, a control cell empty, a size the model cannot take) gets status
+`rejected` and a reason in `error`; a sampler error gets `failed`; the batch goes on.
+"""
 
 from __future__ import annotations
 
@@ -8,24 +14,38 @@ import os
 import pyarrow as pa
 import torch
 
-from diffgen.loading import load_pipeline, placement
-from diffgen.sampling import Request, generate
-from diffgen.schedulers import build_scheduler
+from diffgen.control import preprocess
+from diffgen.images import ImageInputError, InputImage, read_image
+from diffgen.loading import load_pipeline_set, placement
+from diffgen.sampling import Request, Result, generate
+from diffgen.variants import PipelineSet
 from schemas.job import JobSpec
 from schemas.record import RecordStatus
 
 log = logging.getLogger(__name__)
 
-_REQUEST_COLUMNS = ("prompt", "negative_prompt", "seed", "guidance_scale", "steps", "width", "height")
+_REQUEST_COLUMNS = (
+    "prompt", "negative_prompt", "seed", "guidance_scale", "steps", "width", "height",
+    "guidance_rescale", "strength", "init_image", "mask_image",
+)  # fmt: skip
+
+
+class _RowRejected(Exception):
+    pass
 
 
 class GenerateStage:
-    reads = ("record_id", *_REQUEST_COLUMNS)
-    adds = ("pixels", "status", "error")
+    adds = (
+        "pixels", "status", "error", "cfg", "pipeline_class",
+        "init_image_sha256", "mask_image_sha256", "control_image_uris", "control_image_sha256",
+    )  # fmt: skip
 
     def __init__(self, spec: JobSpec):
         self.spec = spec
-        self.pipe = None
+        self.pipes: PipelineSet | None = None
+        self.control_columns = spec.control_columns()
+        required = [self.control_columns[c.name] for c in spec.controlnets if c.required]
+        self.reads = ("record_id", *_REQUEST_COLUMNS, *required)
 
     def setup(self) -> None:
         compute = self.spec.compute
@@ -33,22 +53,110 @@ class GenerateStage:
         if where.device.type == "cpu":
             threads = compute.threads_per_actor or max(1, (os.cpu_count() or 1) // compute.num_actors)
             torch.set_num_threads(threads)
-        pipe = load_pipeline(self.spec.model, where)
-        pipe.scheduler = build_scheduler(self.spec.sampler.scheduler, pipe.scheduler)
-        self.pipe = pipe
-        log.info("generation stage ready on %s (%s)", where.device, where.dtype)
+        self.pipes = load_pipeline_set(self.spec, where)
+        log.info(
+            "generation stage ready: %s on %s (%s), %d ControlNet(s), %d LoRA(s)",
+            type(self.pipes.base).__name__, where.device, where.dtype, len(self.spec.controlnets), len(self.spec.loras),
+        )  # fmt: skip
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        if self.pipe is None:
+        if self.pipes is None:
             self.setup()
-        columns = {c: batch.column(c).to_pylist() for c in _REQUEST_COLUMNS}
-        requests = [Request(*values) for values in zip(*(columns[c] for c in _REQUEST_COLUMNS))]
-        results = generate(self.pipe, requests, max_batch=self.spec.compute.batch_size)
-        pixels = [r.pixels.tobytes() if r.pixels is not None else None for r in results]
-        status = [None if r.error is None else RecordStatus.FAILED.value for r in results]
-        error = [r.error for r in results]
-        return (
-            batch.append_column("pixels", pa.array(pixels, pa.binary()))
-            .append_column("status", pa.array(status, pa.string()))
-            .append_column("error", pa.array(error, pa.string()))
-        )
+        rows = batch.select([c for c in _REQUEST_COLUMNS if c in batch.column_names]).to_pylist()
+        controls = {
+            name: batch.column(col).to_pylist() if col in batch.column_names else [None] * batch.num_rows
+            for name, col in self.control_columns.items()
+        }
+        cache: dict[tuple[str, str], InputImage] = {}
+        results: list[Result | None] = [None] * len(rows)
+        requests, where = [], []
+        inputs = []
+        for i, row in enumerate(rows):
+            images: dict[str, InputImage | None] = {}
+            try:
+                images["init_image"] = self._image(row.get("init_image"), "init_image", "RGB", cache)
+                images["mask_image"] = self._image(row.get("mask_image"), "mask_image", "L", cache)
+                control = [self._control(c, controls[c.name][i], cache) for c in self.spec.controlnets]
+            except _RowRejected as e:
+                results[i] = Result(None, str(e), rejected=True)
+                inputs.append((images, []))
+                continue
+            inputs.append((images, control))
+            requests.append(_request(row, images, control))
+            where.append(i)
+        for i, result in zip(where, generate(self.pipes, requests, max_batch=self.spec.compute.batch_size)):
+            results[i] = result
+        return self._columns(batch, results, inputs)
+
+    def _image(self, uri: str | None, field: str, mode: str, cache: dict) -> InputImage | None:
+        if not uri:
+            return None
+        key = (field, uri)
+        if key not in cache:
+            try:
+                cache[key] = read_image(uri, mode)
+            except ImageInputError as e:
+                raise _RowRejected(f"{field}: {e}") from None
+        return cache[key]
+
+    def _control(self, spec, uri: str | None, cache: dict) -> tuple[InputImage, object] | None:
+        column = self.control_columns[spec.name]
+        if not uri:
+            if spec.required:
+                raise _RowRejected(f"{column}: empty, but ControlNet '{spec.name}' needs an image for every row")
+            return None
+        raw = self._image(uri, column, "RGB", cache)
+        key = (f"preprocessed:{spec.name}", uri)
+        if key not in cache:
+            cache[key] = preprocess(raw.image, spec)
+        return raw, cache[key]
+
+    def _columns(self, batch: pa.Table, results: list[Result], inputs: list) -> pa.Table:
+        def status(r: Result) -> str | None:
+            if r.error is None:
+                return None
+            return (RecordStatus.REJECTED if r.rejected else RecordStatus.FAILED).value
+
+        def sha(images: dict, name: str) -> str | None:
+            image = images.get(name)
+            return image.sha256 if image is not None else None
+
+        has_control = bool(self.spec.controlnets)
+        columns = {
+            "pixels": pa.array([r.pixels.tobytes() if r.pixels is not None else None for r in results], pa.binary()),
+            "status": pa.array([status(r) for r in results], pa.string()),
+            "error": pa.array([r.error for r in results], pa.string()),
+            "cfg": pa.array([r.cfg for r in results], pa.bool_()),
+            "pipeline_class": pa.array([r.pipeline_class for r in results], pa.string()),
+            "init_image_sha256": pa.array([sha(images, "init_image") for images, _ in inputs], pa.string()),
+            "mask_image_sha256": pa.array([sha(images, "mask_image") for images, _ in inputs], pa.string()),
+            "control_image_uris": pa.array(
+                [[c[0].uri if c else None for c in control] if has_control and control else None for _, control in inputs],
+                pa.list_(pa.string()),
+            ),
+            "control_image_sha256": pa.array(
+                [[c[0].sha256 if c else None for c in control] if has_control and control else None for _, control in inputs],
+                pa.list_(pa.string()),
+            ),
+        }
+        for name, values in columns.items():
+            batch = batch.append_column(name, values)
+        return batch
+
+
+def _request(row: dict, images: dict, control: list) -> Request:
+    init, mask = images.get("init_image"), images.get("mask_image")
+    return Request(
+        prompt=row["prompt"],
+        negative_prompt=row["negative_prompt"],
+        seed=row["seed"],
+        guidance_scale=row["guidance_scale"],
+        steps=row["steps"],
+        width=row["width"],
+        height=row["height"],
+        guidance_rescale=row["guidance_rescale"],
+        strength=row["strength"],
+        init_image=init.image if init is not None else None,
+        mask_image=mask.image if mask is not None else None,
+        control_images=tuple(c[1] if c else None for c in control),
+    )

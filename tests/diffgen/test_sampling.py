@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from diffgen.loading import load_pipeline, placement
 from diffgen.sampling import Request, generate
@@ -49,7 +50,17 @@ def test_mixed_requests_keep_their_order(pipe):
     assert np.abs(out[3].pixels.astype(int) - grouped[1].pixels.astype(int)).max() <= TOL
 
 
-def test_a_failing_group_fails_only_its_records(pipe):
+def test_a_size_the_vae_cannot_take_is_rejected_alone(pipe):
     out = generate(pipe, [_req(1, size=32), _req(2, size=30)], max_batch=4)
+    assert out[0].error is None and not out[0].rejected
+    assert out[1].pixels is None and out[1].rejected
+    assert out[1].error.startswith("width, height: 30x30 is not divisible by 8")
+
+
+def test_a_failing_group_fails_only_its_records(pipe):
+    # diffusers itself refuses strength > 1 inside the call: a sampler error, not an input check.
+    init = Image.new("RGB", (32, 32), (200, 30, 30))
+    bad = Request("p", "", 2, 3.0, 4, 32, 32, strength=1.5, init_image=init)
+    out = generate(pipe, [_req(1, size=32), bad], max_batch=4)
     assert out[0].error is None
-    assert out[1].pixels is None and "ValueError" in out[1].error
+    assert out[1].pixels is None and not out[1].rejected and "ValueError" in out[1].error

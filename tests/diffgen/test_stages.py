@@ -53,7 +53,7 @@ def test_the_chain_checks_columns_before_any_model_loads(spec, records, tmp_path
 
 
 def test_generate_adds_pixels_or_a_per_row_error(generated):
-    assert generated.column("status").to_pylist() == [None, None, "failed"]  # 34 is not a multiple of the VAE factor 4
+    assert generated.column("status").to_pylist() == [None, None, "rejected"]  # 34 is not a multiple of 8
     assert "divisible by" in generated.column("error")[2].as_py()
     assert len(generated.column("pixels")[0].as_py()) == 32 * 32 * 3
 
@@ -61,7 +61,7 @@ def test_generate_adds_pixels_or_a_per_row_error(generated):
 def test_write_commits_images_then_an_index_shard(spec, generated, tmp_path):
     index = WriteStage(spec, str(tmp_path), "unit")(generated)
     rows = index.to_pylist()
-    assert [r["status"] for r in rows] == ["written", "written", "failed"]
+    assert [r["status"] for r in rows] == ["written", "written", "rejected"]
     assert rows[2]["image_uri"] is None and rows[2]["sha256"] is None
     assert [r["label"] for r in rows] == ["square", "square", "circle"]
     for row in rows[:2]:
