@@ -7,6 +7,7 @@ S3 endpoints and credentials come from the standard AWS configuration
 from __future__ import annotations
 
 import io
+import os
 import posixpath
 import uuid
 
@@ -89,3 +90,48 @@ def read_parquet_folder(uri: str) -> pa.Table | None:
     if not tables:
         return None
     return pa.concat_tables(tables, promote_options="default")
+
+
+def delete(uri: str) -> None:
+    """Remove one object; a missing one is not an error (deletes are retried)."""
+    fs, path = filesystem(uri)
+    try:
+        fs.rm_file(path)
+    except FileNotFoundError:
+        pass
+
+
+def location(uri: str) -> tuple[str, str]:
+    """(protocol, absolute normalised path) of a URI, for comparing locations across spellings."""
+    fs, path = filesystem(uri)
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    if isinstance(fs, LocalFileSystem):
+        protocol, path = "file", posixpath.realpath(path)
+    return protocol, path.rstrip("/")
+
+
+def overlaps(a: str, b: str) -> bool:
+    """Whether one URI lies inside the other (or they are the same place)."""
+    (pa_, a_path), (pb, b_path) = location(a), location(b)
+    if pa_ != pb:
+        return False
+    return a_path == b_path or a_path.startswith(b_path + "/") or b_path.startswith(a_path + "/")
+
+
+def probe_writable(uri: str) -> None:
+    """Fail now, not in an hour, when `uri` cannot be written (bad bucket, credentials, endpoint).
+
+    Object stores get a small object written and deleted; a local path is checked without
+    creating anything, so a dry run leaves no trace.
+    """
+    fs, path = filesystem(uri)
+    if isinstance(fs, LocalFileSystem):
+        existing = path
+        while not os.path.exists(existing):
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+            raise PermissionError(f"{existing} is not a writable folder")
+        return
+    probe = join(uri, f".diffgen-probe-{uuid.uuid4().hex}")
+    write_bytes(probe, b"probe")
+    delete(probe)

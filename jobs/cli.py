@@ -2,28 +2,25 @@
 
 Exit codes (an orchestrator's contract):
   0  complete: every expected image written
-  1  infrastructure failure: the run could not finish (cluster, storage, model)
-  2  invalid input: job spec or manifest rejected before anything was generated
-  3  partial: the run finished but some images were rejected or failed
+  1  infrastructure failure: the run could not finish (cluster, storage, model runtime)
+  2  invalid input: job spec, manifest, model folder or output rejected before generation
+  3  partial: the run finished; some images were rejected or failed, within policy.max_lost_fraction
+  4  failed: the run finished but lost more images than policy.max_lost_fraction allows
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
-import os
 import sys
 
-from diffgen.loading import ModelLoadError
-from schemas.job import JobSpecError, load_job_spec
-from schemas.manifest import ManifestError
-
-EXIT_OK, EXIT_INFRA, EXIT_INVALID, EXIT_PARTIAL = 0, 1, 2, 3
+from jobs import api
 
 log = logging.getLogger("diffgen")
 
 
-def _configure_logging(verbose: bool) -> None:
+def configure_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -44,20 +41,33 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true")
 
 
+def _job_kwargs(args: argparse.Namespace) -> dict:
+    return {"manifest": args.manifest, "output": args.output, "overrides": args.overrides}
+
+
+def validate_command(args: argparse.Namespace) -> int:
+    """Pre-flight: print the plan; exit 0 only when the run would start."""
+    try:
+        described = api.plan(args.job, **_job_kwargs(args))
+    except api.RunError as e:
+        log.error("%s", e)
+        return e.exit_code
+    print(json.dumps(described, indent=2))
+    return api.EXIT_OK
+
+
 def run_command(args: argparse.Namespace) -> int:
     """Run a job; the return value is the process exit code."""
-    # Set before Ray starts so local workers inherit them: no hub access, no per-import chatter.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
-    from pipelines.generate import run
-
+    if getattr(args, "dry_run", False):
+        return validate_command(args)
     try:
-        spec = load_job_spec(args.job, overrides=args.overrides, manifest=args.manifest, output=args.output)
-        summary = run(spec)
-    except (JobSpecError, ManifestError, ModelLoadError) as e:
+        result = api.run(args.job, **_job_kwargs(args))
+        summary = result.summary
+    except api.RunFailedError as e:
+        summary = e.summary
+    except api.RunError as e:
         log.error("%s", e)
-        return EXIT_INVALID
+        return e.exit_code
     print(summary.model_dump_json(indent=2))
     c = summary.counts
     log.info(
@@ -65,7 +75,7 @@ def run_command(args: argparse.Namespace) -> int:
         summary.run_id, summary.status, c.images_written, c.images_expected, c.rejected, c.failed,
         summary.wall_time_s, summary.images_per_second, summary.output,
     )  # fmt: skip
-    return EXIT_OK if summary.status == "complete" else EXIT_PARTIAL
+    return api.EXIT_BY_STATUS[summary.status]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,13 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="generate images for a manifest")
     add_run_arguments(run_parser)
+    run_parser.add_argument("--dry-run", action="store_true", help="validate and print the plan; write nothing")
     run_parser.set_defaults(handler=run_command)
+    validate_parser = commands.add_parser("validate", help="check job, manifest, model and output; print the plan")
+    add_run_arguments(validate_parser)
+    validate_parser.set_defaults(handler=validate_command)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _configure_logging(getattr(args, "verbose", False))
+    configure_logging(getattr(args, "verbose", False))
     return args.handler(args)
 
 

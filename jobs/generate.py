@@ -6,14 +6,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jobs.cli import _configure_logging, add_run_arguments, run_command
+from jobs.cli import add_run_arguments, configure_logging, run_command
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs.generate", description=__doc__)
     add_run_arguments(parser)
     args = parser.parse_args(argv)
-    _configure_logging(args.verbose)
+    configure_logging(args.verbose)
     return run_command(args)
 
 

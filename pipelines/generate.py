@@ -1,10 +1,10 @@
 """The generation pipeline as a recipe on Ray Data.
 
-1. read the manifest and validate it (before any model loads)
-2. expand to one record per image; drop records already committed (resume)
-3. generate: an actor pool, one diffusers pipeline per actor, on its GPU or the CPU
-4. write: PNG-encode, write images, commit an index shard per batch
-5. read the index back, reconcile the counts, write run.json last
+1. plan: validate the job, model folder, manifest and output; expand to one record per
+   image; drop records already committed (resume). No model loads before this passes.
+2. generate: an actor pool, one diffusers pipeline per actor, on its GPU or the CPU
+3. write: PNG-encode, write images, commit an index shard per batch
+4. compact the index to one row per record, reconcile the counts, write run.json last
 """
 
 from __future__ import annotations
@@ -14,24 +14,21 @@ import time
 from datetime import UTC, datetime
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import ray
 
 from diffgen import storage
-from diffgen.loading import model_index, pipeline_class
-from diffgen.records import expand
+from diffgen.index import compact, read_index
 from diffgen.stages import GenerateStage, WriteStage, check_chain
 from diffgen.versions import package_versions
 from pipelines.cluster import connect
+from pipelines.plan import Plan, plan, write_rejects
 from schemas.job import JobSpec
-from schemas.manifest import validate_manifest
 from schemas.record import RecordStatus
 from schemas.run import RunCounts, RunSummary
 
 log = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
-INDEX_DIR = "index"
 
 
 class _GenerateActor(GenerateStage):
@@ -46,18 +43,6 @@ class _GenerateActor(GenerateStage):
         self.setup()
 
 
-def read_manifest(uri: str) -> pa.Table:
-    table = storage.read_parquet(uri)
-    validate_manifest(table, uri)
-    return table
-
-
-def committed_ids(output: str) -> set[str]:
-    """Record ids already in the output's index: a re-run skips them."""
-    index = storage.read_parquet_folder(storage.join(output, INDEX_DIR))
-    return set() if index is None else set(index.column("record_id").to_pylist())
-
-
 def _blocks(table: pa.Table, batch_size: int, num_actors: int) -> list[pa.Table]:
     """Whole batches per block, and enough blocks (~4 per actor) that every actor gets work."""
     batches_per_block = max(1, min(8, table.num_rows // (batch_size * num_actors * 4)))
@@ -65,66 +50,71 @@ def _blocks(table: pa.Table, batch_size: int, num_actors: int) -> list[pa.Table]
     return [table.slice(i, rows) for i in range(0, table.num_rows, rows)]
 
 
+def execute(p: Plan) -> None:
+    """Generate and write every record in `p.todo`."""
+    spec, compute = p.spec, p.spec.compute
+    writer = WriteStage(spec, p.output, p.run_id)
+    check_chain(p.todo.column_names, [GenerateStage(spec), writer])
+    connect()
+    ds = ray.data.from_arrow(_blocks(p.todo, compute.batch_size, compute.num_actors))
+    ds = ds.map_batches(
+        _GenerateActor,
+        fn_constructor_args=(spec,),
+        batch_size=compute.batch_size,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=compute.num_actors),
+        num_gpus=compute.gpus_per_actor,
+        num_cpus=compute.cpus_per_actor,
+    )
+    ds = ds.map_batches(writer, batch_size=compute.batch_size, batch_format="pyarrow", num_cpus=0.5)
+    for _ in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        pass
+
+
 def run(spec: JobSpec) -> RunSummary:
     started, t0 = datetime.now(UTC), time.perf_counter()
-    manifest_uri, output = spec.require_io()
-    run_id = spec.run_id or "run"
-
-    manifest = read_manifest(manifest_uri)
-    records = expand(manifest, spec)
-    done = committed_ids(output)
-    todo = records.filter(pc.invert(pc.is_in(records.column("record_id"), pa.array(sorted(done), pa.string()))))
-    log.info("%d manifest rows -> %d images; %d already committed, %d to generate",
-             manifest.num_rows, records.num_rows, records.num_rows - todo.num_rows, todo.num_rows)
-
-    # Cheap pre-flight on the driver: a missing or foreign model folder fails here, not in an actor.
-    pipeline_class(model_index(spec.model)[1])
-    compute = spec.compute
-    writer = WriteStage(spec, output, run_id)
-    check_chain(todo.column_names, [GenerateStage(spec), writer])
-    if todo.num_rows:
-        connect()
-        ds = ray.data.from_arrow(_blocks(todo, compute.batch_size, compute.num_actors))
-        ds = ds.map_batches(
-            _GenerateActor,
-            fn_constructor_args=(spec,),
-            batch_size=compute.batch_size,
-            batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=compute.num_actors),
-            num_gpus=compute.gpus_per_actor,
-            num_cpus=compute.cpus_per_actor,
-        )
-        ds = ds.map_batches(writer, batch_size=compute.batch_size, batch_format="pyarrow", num_cpus=0.5)
-        for _ in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-            pass
-
-    index = storage.read_parquet_folder(storage.join(output, INDEX_DIR))
-    summary = _summarize(spec, run_id, manifest_uri, output, manifest.num_rows, records, index, started, t0)
-    storage.write_bytes(storage.join(output, RUN_FILE), summary.model_dump_json(indent=2).encode())
+    p = plan(spec)
+    log.info("plan: %s", p.describe())
+    write_rejects(p)
+    if p.todo.num_rows:
+        execute(p)
+    removed = compact(p.output)
+    if removed:
+        log.info("index compacted: %d superseded row(s) removed", removed)
+    summary = summarize(p, read_index(p.output), started, time.perf_counter() - t0)
+    storage.write_bytes(storage.join(p.output, RUN_FILE), summary.model_dump_json(indent=2).encode())
     return summary
 
 
-def _summarize(spec, run_id, manifest_uri, output, manifest_rows, records, index, started, t0) -> RunSummary:
-    expected = set(records.column("record_id").to_pylist())
-    status = {}
+def summarize(p: Plan, index: pa.Table | None, started: datetime, wall: float) -> RunSummary:
+    expected = set(p.records.column("record_id").to_pylist())
+    status: dict[str, str] = {}
     if index is not None:
         for rid, st in zip(index.column("record_id").to_pylist(), index.column("status").to_pylist()):
             if rid in expected:
                 status[rid] = st
     counts = RunCounts(
-        manifest_rows=manifest_rows,
-        images_expected=len(expected),
+        manifest_rows=p.manifest_rows,
+        invalid_rows=0 if p.rejects is None else p.rejects.num_rows,
+        images_expected=p.images_expected,
         images_written=sum(s == RecordStatus.WRITTEN for s in status.values()),
-        rejected=sum(s == RecordStatus.REJECTED for s in status.values()),
+        rejected=sum(s == RecordStatus.REJECTED for s in status.values()) + p.rejected_images,
+        # A record with no index row at all was lost by the run itself: count it, never drop it.
         failed=sum(s == RecordStatus.FAILED for s in status.values()) + len(expected - status.keys()),
     )
-    wall = time.perf_counter() - t0
+    lost = counts.rejected + counts.failed
+    if lost == 0:
+        outcome = "complete"
+    elif lost <= p.spec.policy.max_lost_fraction * counts.images_expected:
+        outcome = "partial"
+    else:
+        outcome = "failed"
     return RunSummary(
-        run_id=run_id,
-        status="complete" if counts.images_written == counts.images_expected else "partial",
-        manifest=manifest_uri,
-        output=output,
-        job=spec.model_dump(mode="json"),
+        run_id=p.run_id,
+        status=outcome,
+        manifest=p.manifest_uri,
+        output=p.output,
+        job=p.spec.model_dump(mode="json"),
         counts=counts,
         started_at=started,
         finished_at=datetime.now(UTC),

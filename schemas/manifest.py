@@ -139,18 +139,37 @@ def row_problems(table: pa.Table) -> dict[int, list[str]]:
     return problems
 
 
-def validate_manifest(table: pa.Table, source: str) -> None:
-    """Raise `ManifestError` naming the source, the columns and the first offending rows."""
+def check_rows(table: pa.Table, source: str, *, max_images_per_row: int | None = None) -> dict[int, list[str]]:
+    """Problems per row index (including the job's cap on `num_images`).
+
+    Problems with the manifest as a whole (missing or mistyped columns, no rows) raise
+    `ManifestError`: no policy can skip past them.
+    """
     problems = _schema_problems(table.schema)
     if problems:
         raise ManifestError(f"{source}: " + "; ".join(problems))
     if table.num_rows == 0:
         raise ManifestError(f"{source}: manifest has no rows")
     bad = row_problems(table)
+    if max_images_per_row is not None and "num_images" in table.column_names:
+        for i, n in enumerate(table.column("num_images").to_pylist()):
+            if n is not None and n > max_images_per_row:
+                bad.setdefault(i, []).append(f"num_images: {n} is above policy.max_images_per_row={max_images_per_row}")
+    return bad
+
+
+def describe_row_problems(table: pa.Table, source: str, bad: dict[int, list[str]]) -> str:
+    """The first offending rows, each with its index, id and every problem."""
+    listed = sorted(bad)[:_MAX_LISTED]
+    lines = [f"{source}: {len(bad)} of {table.num_rows} row(s) invalid; first {len(listed)}:"]
+    ids = table.column("id").to_pylist()
+    for i in listed:
+        lines.append(f"  row {i} (id={str(ids[i])[:60]!r}): " + "; ".join(bad[i]))
+    return "\n".join(lines)
+
+
+def validate_manifest(table: pa.Table, source: str, *, max_images_per_row: int | None = None) -> None:
+    """Raise `ManifestError` naming the source, the columns and the first offending rows."""
+    bad = check_rows(table, source, max_images_per_row=max_images_per_row)
     if bad:
-        listed = sorted(bad)[:_MAX_LISTED]
-        lines = [f"{source}: {len(bad)} of {table.num_rows} row(s) invalid; first {len(listed)}:"]
-        ids = table.column("id").to_pylist()
-        for i in listed:
-            lines.append(f"  row {i} (id={str(ids[i])[:60]!r}): " + "; ".join(bad[i]))
-        raise ManifestError("\n".join(lines))
+        raise ManifestError(describe_row_problems(table, source, bad))

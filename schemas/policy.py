@@ -17,10 +17,10 @@ class PolicySpec(BaseModel):
     )
     max_images_per_row: int = Field(default=1000, ge=1, le=10_000, description="Cap on a row's num_images.")
     max_lost_fraction: float = Field(
-        default=0.0,
+        default=0.01,
         ge=0.0,
         le=1.0,
-        description="Share of expected images that may be rejected or failed and still exit as 'partial' "
-        "(code 3) instead of 'failed' (code 4).",
+        description="Share of expected images that may be rejected or failed while the run still counts "
+        "as 'partial' (exit 3) rather than 'failed' (exit 4).",
     )
     row_retries: int = Field(default=2, ge=0, le=10, description="Retries of a failed image before it is 'failed'.")

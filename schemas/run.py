@@ -12,7 +12,12 @@ class RunCounts(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     manifest_rows: int = Field(ge=0)
-    images_expected: int = Field(ge=0, description="Sum of num_images over the manifest.")
+    invalid_rows: int = Field(
+        default=0, ge=0, description="Rows skipped by policy.invalid_rows=skip (listed in OUTPUT/rejects/)."
+    )
+    images_expected: int = Field(
+        ge=0, description="Sum of num_images over the manifest; an invalid row owes its num_images, or 1."
+    )
     images_written: int = Field(ge=0)
     rejected: int = Field(ge=0)
     failed: int = Field(ge=0)
@@ -32,7 +37,10 @@ class RunSummary(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     run_id: str
-    status: Literal["complete", "partial"]
+    status: Literal["complete", "partial", "failed"] = Field(
+        description="complete: every image written; partial: losses within policy.max_lost_fraction; "
+        "failed: more lost than that."
+    )
     manifest: str
     output: str
     job: dict[str, Any] = Field(description="The job spec as resolved (after overrides).")

@@ -77,7 +77,8 @@ class WriteStage:
                 storage.write_bytes(uri, data)
                 row.update(image_uri=uri, sha256=hashlib.sha256(data).hexdigest(), status=RecordStatus.WRITTEN.value)
         passthrough = [c for c in batch.column_names if c not in INDEX_COLUMNS and c not in TRANSIENT_COLUMNS]
-        columns = {name: pa.array([r[name] for r in rows], INDEX_SCHEMA.field(name).type) for name in INDEX_COLUMNS}
+        # Columns that no stage of this job produces (no ControlNet, no QC) stay null.
+        columns = {name: pa.array([r.get(name) for r in rows], INDEX_SCHEMA.field(name).type) for name in INDEX_COLUMNS}
         index = pa.table(columns, schema=INDEX_SCHEMA)
         for name in passthrough:
             index = index.append_column(batch.schema.field(name), batch.column(name))

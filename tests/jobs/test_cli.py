@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from diffgen import storage
-from jobs.cli import EXIT_INVALID, EXIT_OK
+from jobs.api import EXIT_INVALID, EXIT_OK
 from tests.conftest import write_job, write_manifest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,7 +33,7 @@ def test_run_writes_images_index_and_summary(ray_cluster, tmp_path, tiny_sd):
     assert result.returncode == EXIT_OK, result.stderr[-3000:]
     summary = json.loads(result.stdout)
     assert summary["counts"] == {
-        "manifest_rows": 4, "images_expected": 6, "images_written": 6, "rejected": 0, "failed": 0,
+        "manifest_rows": 4, "invalid_rows": 0, "images_expected": 6, "images_written": 6, "rejected": 0, "failed": 0,
     }  # fmt: skip
     assert summary["job"]["sampler"]["steps"] == 3
     assert json.loads((out / "run.json").read_text())["counts"] == summary["counts"]

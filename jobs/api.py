@@ -1,0 +1,127 @@
+"""The Python API for orchestrators that call Python directly (Airflow, Dagster, Prefect).
+
+    from jobs.api import run
+    result = run("job.yaml", manifest="s3://b/m.parquet", output="s3://b/out")
+    result.counts.images_written
+
+`run` returns a `RunResult` for complete and partial runs and raises a `RunError`
+subclass otherwise; each error carries the exit code the CLI would have returned.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from diffgen.loading import ModelLoadError
+from schemas.job import JobSpec, JobSpecError, load_job_spec
+from schemas.manifest import ManifestError
+from schemas.run import RunCounts, RunSummary
+
+EXIT_OK, EXIT_INFRA, EXIT_INVALID, EXIT_PARTIAL, EXIT_FAILED = 0, 1, 2, 3, 4
+EXIT_BY_STATUS = {"complete": EXIT_OK, "partial": EXIT_PARTIAL, "failed": EXIT_FAILED}
+
+
+class RunError(RuntimeError):
+    exit_code = EXIT_INFRA
+
+
+class InvalidInputError(RunError):
+    """The job spec, manifest, model folder or output location was rejected before generation."""
+
+    exit_code = EXIT_INVALID
+
+
+class InfrastructureError(RunError):
+    """The run could not finish: storage, cluster or model runtime failure."""
+
+    exit_code = EXIT_INFRA
+
+
+class RunFailedError(RunError):
+    """The run finished but lost more images than `policy.max_lost_fraction` allows."""
+
+    exit_code = EXIT_FAILED
+
+    def __init__(self, summary: RunSummary):
+        c = summary.counts
+        super().__init__(
+            f"run {summary.run_id} failed: {c.rejected} rejected + {c.failed} failed of {c.images_expected} images"
+        )
+        self.summary = summary
+
+
+@dataclass(frozen=True)
+class RunResult:
+    summary: RunSummary
+
+    @property
+    def status(self) -> str:
+        return self.summary.status
+
+    @property
+    def counts(self) -> RunCounts:
+        return self.summary.counts
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_BY_STATUS[self.summary.status]
+
+
+def _offline_env() -> None:
+    # Set before Ray starts so local workers inherit them: no hub access, no per-import chatter.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+
+
+def resolve(
+    job: str | Path | JobSpec,
+    *,
+    manifest: str | None = None,
+    output: str | None = None,
+    overrides: list[str] | None = None,
+) -> JobSpec:
+    """A validated job spec from a YAML path (with overrides) or an existing `JobSpec`."""
+    if isinstance(job, JobSpec):
+        if overrides:
+            raise InvalidInputError("overrides apply to a job YAML; change the JobSpec instead")
+        update = {k: v for k, v in (("manifest", manifest), ("output", output)) if v is not None}
+        return job.model_copy(update=update)
+    try:
+        return load_job_spec(job, overrides=overrides, manifest=manifest, output=output)
+    except JobSpecError as e:
+        raise InvalidInputError(str(e)) from None
+
+
+def plan(job: str | Path | JobSpec, **kwargs) -> dict[str, object]:
+    """The pre-flight: validates everything a run would, loads no model, writes nothing."""
+    from pipelines.plan import OutputError
+    from pipelines.plan import plan as make_plan
+
+    spec = resolve(job, **kwargs)
+    try:
+        return make_plan(spec).describe()
+    except (JobSpecError, ManifestError, ModelLoadError) as e:
+        raise InvalidInputError(str(e)) from None
+    except OutputError as e:
+        raise InfrastructureError(str(e)) from None
+
+
+def run(job: str | Path | JobSpec, **kwargs) -> RunResult:
+    """Run a job to the end on the cluster named by RAY_ADDRESS (or a local one)."""
+    _offline_env()
+    from pipelines.generate import run as run_pipeline
+    from pipelines.plan import OutputError
+
+    spec = resolve(job, **kwargs)
+    try:
+        summary = run_pipeline(spec)
+    except (JobSpecError, ManifestError, ModelLoadError) as e:
+        raise InvalidInputError(str(e)) from None
+    except OutputError as e:
+        raise InfrastructureError(str(e)) from None
+    if summary.status == "failed":
+        raise RunFailedError(summary)
+    return RunResult(summary)

@@ -1,0 +1,43 @@
+"""The Python API and the pre-flight commands (`validate`, `run --dry-run`)."""
+
+import json
+
+import pytest
+
+from jobs import api
+from jobs.cli import main
+from tests.conftest import write_job, write_manifest
+
+
+@pytest.fixture
+def job(tmp_path, tiny_sd):
+    manifest = write_manifest(tmp_path / "m.parquet", [{"id": f"r{i}", "prompt": "p", "num_images": 3} for i in range(3)])
+    return write_job(tmp_path / "job.yaml", tiny_sd, manifest=str(manifest), output=str(tmp_path / "out" / "run"))
+
+
+def test_validate_and_dry_run_print_the_plan_and_write_nothing(job, tmp_path, capsys):
+    for argv in (["validate", str(job)], ["run", str(job), "--dry-run"]):
+        assert main(argv) == api.EXIT_OK
+        described = json.loads(capsys.readouterr().out)
+        assert described["images_expected"] == 9 and described["batches"] == 5  # batch_size 2
+        assert described["images_to_generate"] == 9 and described["actors"] == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_validate_fails_with_the_input_exit_code(job, capsys):
+    assert main(["validate", str(job), "--set", "sampler.steps=0"]) == api.EXIT_INVALID
+    assert main(["validate", str(job), "--manifest", "/no/such/manifest.parquet"]) == api.EXIT_INVALID
+
+
+def test_api_raises_typed_errors(job):
+    with pytest.raises(api.InvalidInputError, match="sampler.steps"):
+        api.run(job, overrides=["sampler.steps=0"])
+    with pytest.raises(api.InvalidInputError, match="cannot read the manifest"):
+        api.plan(job, manifest="/no/such/manifest.parquet")
+
+
+def test_api_run_returns_the_counts_of_run_json(ray_cluster, job, tmp_path):
+    result = api.run(job, overrides=["sampler.steps=2"])
+    assert result.exit_code == api.EXIT_OK and result.status == "complete"
+    on_disk = json.loads((tmp_path / "out" / "run" / "run.json").read_text())
+    assert on_disk["counts"] == result.counts.model_dump() and result.counts.images_written == 9
