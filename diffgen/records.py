@@ -8,6 +8,7 @@ the manifest id, so they survive re-ordering and re-running a manifest.
 from __future__ import annotations
 
 import hashlib
+import posixpath
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -41,12 +42,19 @@ def _column_or(table: pa.Table, name: str, default: object, type_: pa.DataType) 
     return pc.fill_null(table.column(name).cast(type_), pa.scalar(default, type_)).combine_chunks()
 
 
-def _uri_column(table: pa.Table, name: str) -> pa.Array:
-    """An image URI column with empty strings as nulls: both mean "no image"."""
+def _uri_column(table: pa.Table, name: str, base: str | None) -> pa.Array:
+    """An image URI column with empty strings as nulls (both mean "no image") and relative
+    paths resolved against `base`, the manifest's folder, so a dataset folder can move whole."""
     if name not in table.column_names:
         return pa.nulls(table.num_rows, pa.string())
-    values = table.column(name).combine_chunks()
-    return pc.if_else(pc.equal(values, ""), pa.scalar(None, pa.string()), values)
+    values = table.column(name).to_pylist()
+    return pa.array([_resolve(v, base) if v else None for v in values], pa.string())
+
+
+def _resolve(uri: str, base: str | None) -> str:
+    if base is None or "://" in uri or posixpath.isabs(uri):
+        return uri
+    return posixpath.join(base, uri)
 
 
 def check_control_columns(columns: list[str], spec: JobSpec) -> None:
@@ -71,9 +79,13 @@ def check_control_columns(columns: list[str], spec: JobSpec) -> None:
 def expand(manifest: pa.Table, spec: JobSpec) -> pa.Table:
     """One row per image: the manifest's columns plus `record_id`, `sample_index`, and the
     effective `seed`, `negative_prompt`, `guidance_scale`, `guidance_rescale`, `steps`, `width`,
-    `height`, `init_image`, `mask_image` and `strength` (null without an init image)."""
+    `height`, `init_image`, `mask_image` and `strength` (null without an init image).
+
+    Image URIs (init, mask, control) that are relative paths resolve against the manifest's folder.
+    """
     check_control_columns(manifest.column_names, spec)
     s = spec.sampler
+    base = posixpath.dirname(spec.manifest) if spec.manifest else None
     counts = _column_or(manifest, "num_images", 1, pa.int64()).to_pylist()
     take = [i for i, n in enumerate(counts) for _ in range(n)]
     sample_index = [k for n in counts for k in range(n)]
@@ -84,7 +96,7 @@ def expand(manifest: pa.Table, spec: JobSpec) -> pa.Table:
         image_seed(derived_seed(spec.seed, rid) if base is None else base, k)
         for rid, base, k in zip(ids, row_seeds, sample_index)
     ]
-    init_image = _uri_column(out, "init_image")
+    init_image = _uri_column(out, "init_image", base)
     strength = _column_or(out, "strength", s.strength, pa.float64())
     effective = {
         "seed": pa.array(seeds, pa.int64()),
@@ -95,9 +107,10 @@ def expand(manifest: pa.Table, spec: JobSpec) -> pa.Table:
         "width": _column_or(out, "width", s.width, pa.int32()),
         "height": _column_or(out, "height", s.height, pa.int32()),
         "init_image": init_image,
-        "mask_image": _uri_column(out, "mask_image"),
+        "mask_image": _uri_column(out, "mask_image", base),
         "strength": pc.if_else(pc.is_null(init_image), pa.scalar(None, pa.float64()), strength),
     }
+    effective.update({c: _uri_column(out, c, base) for c in spec.control_columns().values() if c in out.column_names})
     for name, values in effective.items():
         if name in out.column_names:
             out = out.set_column(out.column_names.index(name), name, values)

@@ -95,8 +95,11 @@ def check(pipes: PipelineSet, r: Request) -> str | None:
         )
     if r.guidance_rescale > 0 and "guidance_rescale" not in call_parameters(cls):
         return f"guidance_rescale: {cls.__name__} does not support it; set it to 0 for this row"
-    if mode != "text2img" and r.strength is None and r.init_image is not None:
-        return "strength: missing for an img2img/inpaint row"
+    if r.init_image is not None:
+        if r.strength is None:
+            return "strength: missing for an img2img/inpaint row"
+        if r.steps * r.strength < 1:
+            return f"strength: {r.strength} of {r.steps} steps leaves no denoising step; raise steps or strength"
     return None
 
 
@@ -114,8 +117,11 @@ def generate(pipes: PipelineSet | DiffusionPipeline, requests: Sequence[Request]
     order = sorted(runnable, key=lambda i: requests[i].group_key)
     for key, members in groupby(order, key=lambda i: requests[i].group_key):
         members = list(members)
-        # See Family.controlnet_global_rng: such calls take one record each.
-        step = 1 if pipes.family.controlnet_global_rng and key[0].startswith("controlnet") else max_batch
+        step = max_batch
+        if key[0].startswith("controlnet") and (pipes.family.controlnet_global_rng or len(pipes.controlnet_specs) > 1):
+            # One record per call: see Family.controlnet_global_rng; and diffusers' multi-ControlNet
+            # pipelines take a single conditioning image per ControlNet for the whole call.
+            step = 1
         for start in range(0, len(members), step):
             chunk = members[start : start + step]
             for i, r in zip(chunk, _call(pipes, [requests[i] for i in chunk])):
@@ -144,10 +150,11 @@ def _control_arguments(pipes: PipelineSet, chunk: list[Request], param: str) -> 
             "control_guidance_start": spec.guidance_start,
             "control_guidance_end": spec.guidance_end,
         }
-    present = [c is not None for c in chunk[0].control_images]
-    black = Image.new("RGB", (chunk[0].width, chunk[0].height))
+    (request,) = chunk
+    present = [c is not None for c in request.control_images]
+    black = Image.new("RGB", (request.width, request.height))
     return {
-        param: [[r.control_images[k] or black for r in chunk] for k in range(len(specs))],
+        param: [c or black for c in request.control_images],
         # Scale 0 adds exact zeros to the denoiser's residuals: the same image as without that ControlNet.
         "controlnet_conditioning_scale": [s.conditioning_scale if p else 0.0 for s, p in zip(specs, present)],
         "control_guidance_start": [s.guidance_start for s in specs],

@@ -237,7 +237,8 @@ def build_tiny_sd3(path: str | Path, *, seed: int = 0, width: int = 64) -> Path:
         patch_size=1,
         in_channels=16,
         out_channels=16,
-        num_layers=1,
+        # Two blocks: the last one only updates the image stream, and ControlNet residuals skip it.
+        num_layers=2,
         attention_head_dim=8,
         num_attention_heads=4,
         caption_projection_dim=32,
@@ -301,7 +302,9 @@ def _wake(model: torch.nn.Module, std: float) -> torch.nn.Module:
     return model
 
 
-def build_tiny_controlnet(pipeline: str | Path, path: str | Path, *, seed: int = 1, std: float = 0.05) -> Path:
+def build_tiny_controlnet(
+    pipeline: str | Path, path: str | Path, *, seed: int = 1, std: float = 0.05, cond_std: float = 0.2
+) -> Path:
     """Write a ControlNet that fits the tiny pipeline folder `pipeline` (any family) to `path`."""
     torch.manual_seed(seed)
     pipeline = Path(pipeline)
@@ -312,6 +315,11 @@ def build_tiny_controlnet(pipeline: str | Path, path: str | Path, *, seed: int =
         # The conditioning embedding must shrink the control image by the VAE factor.
         channels = tuple(8 * 2**i for i in range(vae_factor.bit_length()))
         controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=channels)
+        # Default-initialised, the small conditioning encoder's output is lost next to the latent's
+        # features; wider weights make the control image itself matter, not just the ControlNet's presence.
+        for module in controlnet.controlnet_cond_embedding.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                torch.nn.init.normal_(module.weight, 0.0, cond_std)
     elif family == "StableDiffusion3Pipeline":
         c = SD3Transformer2DModel.load_config(pipeline / "transformer")
         keys = ("sample_size", "patch_size", "in_channels", "out_channels", "attention_head_dim", "num_attention_heads",
@@ -332,4 +340,29 @@ def build_tiny_controlnet(pipeline: str | Path, path: str | Path, *, seed: int =
                          "StableDiffusionXLPipeline, StableDiffusion3Pipeline, FluxPipeline")  # fmt: skip
     out = Path(path)
     _wake(controlnet, std).save_pretrained(out, safe_serialization=True)
+    return out
+
+
+def build_tiny_lora(pipeline: str | Path, path: str | Path, *, seed: int = 2, rank: int = 4) -> Path:
+    """Write a LoRA file for the tiny SD 1.x pipeline `pipeline` (attention projections of its UNet) to `path`.
+
+    PEFT normally starts LoRA-B at zero (an adapter that changes nothing); this one is random
+    on both sides so that loading it visibly changes the image. Needs the `peft` package.
+    """
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel.from_pretrained(Path(pipeline) / "unet")
+    unet.add_adapter(
+        LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False)
+    )
+    out = Path(path)
+    StableDiffusionPipeline.save_lora_weights(
+        out.parent,
+        unet_lora_layers=convert_state_dict_to_diffusers(get_peft_model_state_dict(unet)),
+        weight_name=out.name,
+        safe_serialization=True,
+    )
     return out

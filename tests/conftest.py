@@ -22,6 +22,32 @@ def tiny_sd(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_sd(tmp_path_factory.mktemp("models") / "tiny-sd")
 
 
+@pytest.fixture(scope="session")
+def tiny_controlnet(tiny_sd: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny ControlNet for `tiny_sd`, its output layers random (not zero) so that it visibly conditions."""
+    from diffgen.tiny_models import build_tiny_controlnet
+
+    return build_tiny_controlnet(tiny_sd, tmp_path_factory.mktemp("models") / "tiny-sd-controlnet")
+
+
+@pytest.fixture(scope="session")
+def tiny_family(tiny_sd: Path, tiny_controlnet: Path, tmp_path_factory: pytest.TempPathFactory):
+    """`tiny_family(name)` -> (pipeline folder, ControlNet folder) for 'sd', 'sdxl', 'sd3' or 'flux', built once."""
+    from diffgen import tiny_models
+
+    builders = {"sdxl": tiny_models.build_tiny_sdxl, "sd3": tiny_models.build_tiny_sd3, "flux": tiny_models.build_tiny_flux}
+    built = {"sd": (tiny_sd, tiny_controlnet)}
+
+    def get(name: str) -> tuple[Path, Path]:
+        if name not in built:
+            root = tmp_path_factory.mktemp("models")
+            pipeline = builders[name](root / f"tiny-{name}")
+            built[name] = (pipeline, tiny_models.build_tiny_controlnet(pipeline, root / f"tiny-{name}-controlnet"))
+        return built[name]
+
+    return get
+
+
 # A recognisable fake secret: tests search every written byte for it.
 FAKE_SECRET = "diffgen-fake-secret-6f1d2c"
 

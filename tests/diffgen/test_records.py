@@ -1,7 +1,9 @@
 import pyarrow as pa
+import pytest
 
 from diffgen.records import derived_seed, expand, image_seed, record_id
 from schemas.job import JobSpec
+from schemas.manifest import ManifestError
 
 SPEC = JobSpec.model_validate(
     {"model": {"id": "m"}, "seed": 5, "sampler": {"width": 64, "height": 32, "guidance_scale": 4.0, "steps": 9}}
@@ -40,3 +42,51 @@ def test_derived_seed_depends_on_job_seed_and_id_only():
     assert derived_seed(1, "a") == derived_seed(1, "a")
     assert derived_seed(1, "a") != derived_seed(2, "a")
     assert 0 <= derived_seed(1, "a") < 2**63
+
+
+def test_expand_fills_guidance_rescale_and_strength_only_where_an_init_image_is():
+    spec = JobSpec.model_validate({"model": {"id": "m"}, "sampler": {"guidance_rescale": 0.3, "strength": 0.6}})
+    manifest = pa.Table.from_pylist(
+        [
+            {"id": "a", "prompt": "p", "init_image": None, "strength": None, "guidance_rescale": None},
+            {"id": "b", "prompt": "q", "init_image": "i.png", "strength": None, "guidance_rescale": 0.9},
+            {"id": "c", "prompt": "q", "init_image": "", "strength": None, "guidance_rescale": None},
+            {"id": "d", "prompt": "q", "init_image": "i.png", "strength": 0.2, "guidance_rescale": None},
+        ]
+    )
+    rows = expand(manifest, spec).to_pylist()
+    assert [r["guidance_rescale"] for r in rows] == [0.3, 0.9, 0.3, 0.3]
+    assert [r["strength"] for r in rows] == [None, 0.6, None, 0.2]
+    assert [r["init_image"] for r in rows] == [None, "i.png", None, "i.png"]
+    assert [r["mask_image"] for r in rows] == [None] * 4
+
+
+def test_control_columns_must_match_the_jobs_controlnets():
+    one = JobSpec.model_validate({"model": {"id": "m"}, "controlnets": [{"name": "edges", "model": {"id": "c"}}]})
+    with pytest.raises(ManifestError, match="ControlNet 'edges' needs a column 'control_image'"):
+        expand(pa.Table.from_pylist([{"id": "a", "prompt": "p"}]), one)
+    with pytest.raises(ManifestError, match=r"column 'control_image_edge' matches no ControlNet .*expected 'control_image'"):
+        expand(pa.Table.from_pylist([{"id": "a", "prompt": "p", "control_image": "x", "control_image_edge": "y"}]), one)
+    with pytest.raises(ManifestError, match="column 'control_image' matches no ControlNet in the job spec .it has none"):
+        expand(pa.Table.from_pylist([{"id": "a", "prompt": "p", "control_image": "x"}]), SPEC)
+    optional = JobSpec.model_validate(
+        {"model": {"id": "m"}, "controlnets": [{"name": "edges", "model": {"id": "c"}, "required": False}]}
+    )
+    assert expand(pa.Table.from_pylist([{"id": "a", "prompt": "p"}]), optional).num_rows == 1
+
+
+def test_relative_image_paths_resolve_against_the_manifests_folder():
+    spec = JobSpec.model_validate(
+        {"model": {"id": "m"}, "manifest": "s3://bucket/sets/m.parquet",
+         "controlnets": [{"name": "edges", "model": {"id": "c"}}]}
+    )  # fmt: skip
+    manifest = pa.Table.from_pylist(
+        [
+            {"id": "a", "prompt": "p", "init_image": "init/a.png", "mask_image": "/abs/m.png", "control_image": "c/a.png"},
+            {"id": "b", "prompt": "p", "init_image": "file:///x/b.png", "mask_image": None, "control_image": ""},
+        ]
+    )
+    rows = expand(manifest, spec).to_pylist()
+    assert [r["init_image"] for r in rows] == ["s3://bucket/sets/init/a.png", "file:///x/b.png"]
+    assert [r["mask_image"] for r in rows] == ["/abs/m.png", None]
+    assert [r["control_image"] for r in rows] == ["s3://bucket/sets/c/a.png", None]

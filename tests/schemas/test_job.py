@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from schemas.job import SCHEDULER_NAMES, JobSpec, JobSpecError, load_job_spec
+from schemas.job import PREPROCESSOR_NAMES, SCHEDULER_NAMES, JobSpec, JobSpecError, load_job_spec
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -76,3 +76,63 @@ def test_run_id_must_be_a_safe_name(tmp_path: Path):
 def test_cuda_device_needs_gpus(tmp_path: Path):
     with pytest.raises(JobSpecError, match="gpus_per_actor"):
         load_job_spec(_write(tmp_path, "model: {id: m}\ncompute: {device: cuda}\n"))
+
+
+def test_controlnets_loras_and_guidance_fields_validate_and_resolve_paths(tmp_path: Path):
+    (tmp_path / "cn").mkdir()
+    spec = load_job_spec(
+        _write(
+            tmp_path,
+            "model: {id: org/model}\n"
+            "sampler: {guidance_rescale: 0.7, strength: 0.6}\n"
+            "controlnets:\n"
+            "  - {name: edges, model: {id: cn}, preprocessor: canny, canny_low: 50, canny_high: 150}\n"
+            "  - {name: depth, model: {id: org/depth}, conditioning_scale: 0.5, required: false}\n"
+            "loras: [{path: loras/style.safetensors, weight: 0.8}]\n"
+            "compute: {channels_last: true, vae_slicing: true, cpu_offload: true}\n",
+        )
+    )
+    assert spec.sampler.guidance_rescale == 0.7 and spec.sampler.strength == 0.6
+    assert spec.controlnets[0].model.id == str(tmp_path / "cn")
+    assert spec.controlnets[1].model.id == "org/depth"
+    assert spec.control_columns() == {"edges": "control_image_edges", "depth": "control_image_depth"}
+    assert spec.loras[0].path == str(tmp_path / "loras" / "style.safetensors")
+    assert spec.loras[0].adapter_name == "style"
+    assert spec.compute.channels_last and spec.compute.vae_slicing and spec.compute.cpu_offload
+
+
+def test_one_controlnet_reads_the_plain_control_image_column():
+    spec = JobSpec.model_validate({"model": {"id": "m"}, "controlnets": [{"name": "edges", "model": {"id": "c"}}]})
+    assert spec.control_columns() == {"edges": "control_image"}
+
+
+def test_unknown_preprocessor_lists_the_choices(tmp_path: Path):
+    with pytest.raises(JobSpecError) as err:
+        load_job_spec(_write(tmp_path, "model: {id: m}\ncontrolnets: [{name: a, model: {id: c}, preprocessor: hed}]\n"))
+    assert "controlnets.0.preprocessor" in str(err.value)
+    for name in PREPROCESSOR_NAMES:
+        assert f"'{name}'" in str(err.value)
+
+
+def test_controlnet_and_lora_mistakes_name_their_fields(tmp_path: Path):
+    path = _write(
+        tmp_path,
+        "model: {id: m}\nsampler: {guidance_rescale: 1.5, strength: 0}\n"
+        "controlnets:\n"
+        "  - {name: a, model: {id: c}, guidance_start: 0.8, guidance_end: 0.2}\n"
+        "  - {name: a, model: {id: c}, canny_low: 200, canny_high: 100}\n"
+        "loras: [{path: style.ckpt}]\n",
+    )
+    with pytest.raises(JobSpecError) as err:
+        load_job_spec(path)
+    message = str(err.value)
+    assert "sampler.guidance_rescale" in message and "sampler.strength" in message
+    assert "controlnets.0: Value error, guidance_start (0.8) must be below guidance_end (0.2)" in message
+    assert "controlnets.1: Value error, canny_low (200) must not exceed canny_high (100)" in message
+    assert "loras.0.path: Value error, expected a .safetensors file" in message
+
+
+def test_duplicate_controlnet_names_are_refused(tmp_path: Path):
+    path = _write(tmp_path, "model: {id: m}\ncontrolnets: [{name: a, model: {id: c}}, {name: a, model: {id: d}}]\n")
+    with pytest.raises(JobSpecError, match="controlnets: duplicate name"):
+        load_job_spec(path)

@@ -59,3 +59,35 @@ def test_empty_manifest_is_an_error():
 def test_null_optional_fields_are_fine():
     schema = pa.schema([("id", pa.string()), ("prompt", pa.string()), ("seed", pa.int64()), ("num_images", pa.int32())])
     validate_manifest(_table([{"id": "a", "prompt": "p", "seed": None, "num_images": None}], schema), "m")
+
+
+def test_image_inputs_and_named_control_columns_are_string_uris():
+    t = _table(
+        [
+            {"id": "a", "prompt": "p", "init_image": "s3://b/i.png", "mask_image": "m.png", "strength": 0.5,
+             "guidance_rescale": 0.7, "control_image_edges": "e.png", "steps": 4},
+        ]
+    )  # fmt: skip
+    validate_manifest(t, "m")
+    assert passthrough_columns(t.schema) == ["control_image_edges"]
+    with pytest.raises(ManifestError, match="column 'control_image_depth' has type int64, expected string"):
+        validate_manifest(_table([{"id": "a", "prompt": "p", "control_image_depth": 3}]), "m")
+
+
+def test_mask_and_strength_need_an_init_image():
+    rows = [
+        {"id": "a", "prompt": "p", "init_image": None, "mask_image": "m.png", "strength": None},
+        {"id": "b", "prompt": "p", "init_image": "", "mask_image": None, "strength": 0.4},
+        {"id": "c", "prompt": "p", "init_image": "i.png", "mask_image": "m.png", "strength": 0.4},
+    ]
+    with pytest.raises(ManifestError) as err:
+        validate_manifest(_table(rows), "m")
+    assert "row 0 (id='a'): row: Value error, mask_image is set but init_image is empty" in str(err.value)
+    assert "row 1 (id='b'): row: Value error, strength is set but init_image is empty" in str(err.value)
+    assert "row 2" not in str(err.value)
+
+
+def test_generated_columns_are_reserved_but_per_row_inputs_are_not():
+    with pytest.raises(ManifestError, match="'control_image_uris' is reserved"):
+        validate_manifest(_table([{"id": "a", "prompt": "p", "control_image_uris": "x"}]), "m")
+    validate_manifest(_table([{"id": "a", "prompt": "p", "steps": 3, "guidance_rescale": 0.5}]), "m")

@@ -1,0 +1,48 @@
+"""LoRA adapters made with peft on the tiny UNet, saved with diffusers, loaded from a job spec."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from diffgen.loading import load_pipeline_set, placement
+from diffgen.sampling import Request, generate
+from diffgen.tiny_models import build_tiny_lora
+from schemas.job import JobSpec
+
+pytest.importorskip("peft")
+
+TOL = 2
+
+
+@pytest.fixture(scope="module")
+def loras(tiny_sd, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("loras")
+    return build_tiny_lora(tiny_sd, folder / "style.safetensors", seed=2), build_tiny_lora(
+        tiny_sd, folder / "other.safetensors", seed=3
+    )
+
+
+def _images(tiny_sd, tiny_controlnet, loras: list[dict]) -> list[np.ndarray]:
+    spec = JobSpec.model_validate(
+        {
+            "model": {"id": str(tiny_sd)},
+            "loras": loras,
+            "controlnets": [{"name": "edges", "model": {"id": str(tiny_controlnet)}, "required": False}],
+        }
+    )
+    pipes = load_pipeline_set(spec, placement(spec.compute))
+    control = Image.fromarray((np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8))
+    requests = [Request("a cat", "", 4, 3.0, 2, 32, 32), Request("a cat", "", 4, 3.0, 2, 32, 32, control_images=(control,))]
+    return [r.pixels.astype(int) for r in generate(pipes, requests, 2)]
+
+
+def test_a_lora_changes_the_image_and_weight_0_does_not(tiny_sd, tiny_controlnet, loras):
+    style, other = loras
+    plain = _images(tiny_sd, tiny_controlnet, [])
+    zero = _images(tiny_sd, tiny_controlnet, [{"path": str(style), "weight": 0.0}])
+    full = _images(tiny_sd, tiny_controlnet, [{"path": str(style), "weight": 1.0}])
+    both = _images(tiny_sd, tiny_controlnet, [{"path": str(style)}, {"path": str(other), "weight": 0.5}])
+    for i in range(2):  # text-to-image, and the ControlNet variant that shares the adapted UNet
+        assert np.abs(plain[i] - zero[i]).max() <= TOL
+        assert np.abs(plain[i] - full[i]).max() > TOL
+        assert np.abs(full[i] - both[i]).max() > TOL
