@@ -1,0 +1,42 @@
+"""The ControlNet and img2img examples: their committed inputs are what the script makes, and their
+job specs and manifests pass every check that runs before a model loads."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from diffgen import storage
+from diffgen.records import expand
+from schemas.job import load_job_spec
+from schemas.manifest import validate_manifest
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("make_examples", EXAMPLES / "make_examples.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_committed_inputs_are_what_the_script_makes(tmp_path):
+    _script().main(["--root", str(tmp_path)])
+    made = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
+    assert made, "the script wrote nothing"
+    for relative in made:
+        assert (EXAMPLES / relative).read_bytes() == (tmp_path / relative).read_bytes(), relative
+
+
+@pytest.mark.parametrize("name, images", [("controlnet", 8), ("img2img", 5)])
+def test_the_example_jobs_and_manifests_validate(name, images):
+    spec = load_job_spec(EXAMPLES / name / "job.yaml")
+    manifest = storage.read_parquet(spec.manifest)
+    validate_manifest(manifest, spec.manifest)
+    records = expand(manifest, spec)
+    assert records.num_rows == images
+    for column in ("control_image", "init_image", "mask_image"):
+        if column in records.column_names:
+            for uri in records.column(column).to_pylist():
+                assert uri is None or Path(uri).is_file(), uri
