@@ -21,7 +21,10 @@ def identity(image: Image.Image, spec: ControlNetSpec) -> Image.Image:
 
 
 def canny(image: Image.Image, spec: ControlNetSpec) -> Image.Image:
-    """Canny edges (Canny 1986) of the grey image, white on black in three channels, as the SD canny ControlNets were trained on."""
+    """Canny edges (Canny 1986) of the grey image, white on black in three channels.
+
+    The form the Stable Diffusion canny ControlNets were trained on.
+    """
     grey = np.asarray(image.convert("L"))
     edges = cv2.Canny(grey, spec.canny_low, spec.canny_high)
     return Image.fromarray(np.repeat(edges[:, :, None], 3, axis=2))

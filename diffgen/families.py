@@ -141,7 +141,6 @@ class UnknownFamilyError(ValueError):
 
 def family_for(index_class: str) -> Family:
     if index_class not in FAMILY_BY_INDEX_CLASS:
-        raise UnknownFamilyError(
-            f"Unknown pipeline class '{index_class}' in model_index.json. Choose from: {', '.join(FAMILY_BY_INDEX_CLASS)}"
-        )
+        choices = ", ".join(FAMILY_BY_INDEX_CLASS)
+        raise UnknownFamilyError(f"Unknown pipeline class '{index_class}' in model_index.json. Choose from: {choices}")
     return FAMILIES[FAMILY_BY_INDEX_CLASS[index_class]]

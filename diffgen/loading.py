@@ -93,8 +93,7 @@ def _controlnet_class(spec: ControlNetSpec, i: int, family: Family) -> tuple[Pat
     name = _read_json(folder / "config.json", field, "ControlNet").get("_class_name", "")
     if name not in family.controlnets:
         raise ModelLoadError(
-            f"{field}: {folder} holds a '{name}', but a {family.name} model takes "
-            f"{', '.join(family.controlnets)}"
+            f"{field}: {folder} holds a '{name}', but a {family.name} model takes {', '.join(family.controlnets)}"
         )
     return folder, family.controlnets[name]
 

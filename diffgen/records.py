@@ -89,7 +89,9 @@ def expand(manifest: pa.Table, spec: JobSpec) -> pa.Table:
     counts = _column_or(manifest, "num_images", 1, pa.int64()).to_pylist()
     take = [i for i, n in enumerate(counts) for _ in range(n)]
     sample_index = [k for n in counts for k in range(n)]
-    out = manifest.drop_columns([c for c in ("num_images",) if c in manifest.column_names]).take(pa.array(take, pa.int64()))
+    out = manifest.drop_columns([c for c in ("num_images",) if c in manifest.column_names]).take(
+        pa.array(take, pa.int64())
+    )
     ids = out.column("id").to_pylist()
     row_seeds = out.column("seed").to_pylist() if "seed" in out.column_names else [None] * out.num_rows
     seeds = [

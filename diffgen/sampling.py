@@ -62,7 +62,16 @@ class Request:
         """Requests with equal keys can share one pipeline call."""
         controls = tuple(c is not None for c in self.control_images)
         strength = -1.0 if self.strength is None else self.strength
-        return (self.mode, controls, self.width, self.height, self.steps, self.guidance_scale, self.guidance_rescale, strength)
+        return (
+            self.mode,
+            controls,
+            self.width,
+            self.height,
+            self.steps,
+            self.guidance_scale,
+            self.guidance_rescale,
+            strength,
+        )
 
 
 @dataclass(frozen=True)

@@ -322,8 +322,10 @@ def build_tiny_controlnet(
                 torch.nn.init.normal_(module.weight, 0.0, cond_std)
     elif family == "StableDiffusion3Pipeline":
         c = SD3Transformer2DModel.load_config(pipeline / "transformer")
-        keys = ("sample_size", "patch_size", "in_channels", "out_channels", "attention_head_dim", "num_attention_heads",
-                "joint_attention_dim", "caption_projection_dim", "pooled_projection_dim", "pos_embed_max_size")  # fmt: skip
+        keys = (
+            "sample_size", "patch_size", "in_channels", "out_channels", "attention_head_dim", "num_attention_heads",
+            "joint_attention_dim", "caption_projection_dim", "pooled_projection_dim", "pos_embed_max_size",
+        )  # fmt: skip
         controlnet = SD3ControlNetModel(num_layers=1, **{k: c[k] for k in keys})
     elif family == "FluxPipeline":
         transformer = FluxTransformer2DModel.from_pretrained(pipeline / "transformer")
@@ -356,7 +358,9 @@ def build_tiny_lora(pipeline: str | Path, path: str | Path, *, seed: int = 2, ra
     torch.manual_seed(seed)
     unet = UNet2DConditionModel.from_pretrained(Path(pipeline) / "unet")
     unet.add_adapter(
-        LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False)
+        LoraConfig(
+            r=rank, lora_alpha=2 * rank, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False
+        )
     )
     out = Path(path)
     StableDiffusionPipeline.save_lora_weights(

@@ -72,7 +72,8 @@ def make_img2img(folder: Path) -> None:
     mask.paste(255, (0, 0, SIZE // 2, SIZE))  # white = repaint
     mask_uri = _save(mask, folder / "masks" / "left-half.png")
     rows.append({"id": "square-inpainted", "prompt": "a square, left half made of gold",
-                 "init_image": rows[1]["init_image"], "mask_image": mask_uri, "strength": 0.9, "label": "square"})  # fmt: skip
+                 "init_image": rows[1]["init_image"], "mask_image": mask_uri, "strength": 0.9,
+                 "label": "square"})  # fmt: skip
     schema = pa.schema(
         [("id", pa.string()), ("prompt", pa.string()), ("init_image", pa.string()), ("mask_image", pa.string()),
          ("strength", pa.float64()), ("label", pa.string())]

@@ -124,7 +124,9 @@ class ComputeSpec(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["fp32", "fp16", "bf16"] = "fp32"
     # Speed and memory options; those the CPU cannot honour are skipped with a log line.
-    channels_last: bool = Field(default=False, description="channels-last memory format for the UNet, ControlNets, VAE.")
+    channels_last: bool = Field(
+        default=False, description="channels-last memory format for the UNet, ControlNets, VAE."
+    )
     torch_compile: bool = Field(default=False, description="torch.compile the denoiser (CUDA only; slow first batch).")
     vae_slicing: bool = Field(default=False, description="Decode one image at a time: less memory, same pixels.")
     vae_tiling: bool = Field(default=False, description="Decode large images in tiles: less memory, seams possible.")

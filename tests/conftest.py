@@ -35,7 +35,11 @@ def tiny_family(tiny_sd: Path, tiny_controlnet: Path, tmp_path_factory: pytest.T
     """`tiny_family(name)` -> (pipeline folder, ControlNet folder) for 'sd', 'sdxl', 'sd3' or 'flux', built once."""
     from diffgen import tiny_models
 
-    builders = {"sdxl": tiny_models.build_tiny_sdxl, "sd3": tiny_models.build_tiny_sd3, "flux": tiny_models.build_tiny_flux}
+    builders = {
+        "sdxl": tiny_models.build_tiny_sdxl,
+        "sd3": tiny_models.build_tiny_sd3,
+        "flux": tiny_models.build_tiny_flux,
+    }
     built = {"sd": (tiny_sd, tiny_controlnet)}
 
     def get(name: str) -> tuple[Path, Path]:

@@ -131,11 +131,17 @@ class GenerateStage:
             "init_image_sha256": pa.array([sha(images, "init_image") for images, _ in inputs], pa.string()),
             "mask_image_sha256": pa.array([sha(images, "mask_image") for images, _ in inputs], pa.string()),
             "control_image_uris": pa.array(
-                [[c[0].uri if c else None for c in control] if has_control and control else None for _, control in inputs],
+                [
+                    [c[0].uri if c else None for c in control] if has_control and control else None
+                    for _, control in inputs
+                ],
                 pa.list_(pa.string()),
             ),
             "control_image_sha256": pa.array(
-                [[c[0].sha256 if c else None for c in control] if has_control and control else None for _, control in inputs],
+                [
+                    [c[0].sha256 if c else None for c in control] if has_control and control else None
+                    for _, control in inputs
+                ],
                 pa.list_(pa.string()),
             ),
         }

@@ -20,8 +20,9 @@ def test_an_unknown_family_fails_before_loading_listing_the_choices(tmp_path):
     (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "KandinskyV22Pipeline"}))
     with pytest.raises(ModelLoadError) as err:
         preflight(_spec(tmp_path))
-    assert "Unknown pipeline class 'KandinskyV22Pipeline' in model_index.json. Choose from: StableDiffusionPipeline" in str(
-        err.value
+    assert (
+        "Unknown pipeline class 'KandinskyV22Pipeline' in model_index.json. Choose from: StableDiffusionPipeline"
+        in str(err.value)
     )
 
 
@@ -35,7 +36,9 @@ def test_a_scheduler_the_model_cannot_use_fails_listing_what_it_can(tiny_family)
 def test_a_controlnet_of_another_family_is_refused_naming_the_field(tiny_sd, tiny_family):
     _, flux_controlnet = tiny_family("flux")
     spec = _spec(tiny_sd, controlnets=[{"name": "edges", "model": {"id": str(flux_controlnet)}}])
-    with pytest.raises(ModelLoadError, match=r"controlnets.0.model.id: .* holds a 'FluxControlNetModel', but a sd model"):
+    with pytest.raises(
+        ModelLoadError, match=r"controlnets.0.model.id: .* holds a 'FluxControlNetModel', but a sd model"
+    ):
         preflight(spec)
     missing = _spec(tiny_sd, controlnets=[{"name": "edges", "model": {"id": "/nowhere/controlnet"}}])
     with pytest.raises(ModelLoadError, match="controlnets.0.model.id: folder /nowhere/controlnet does not exist"):

@@ -32,7 +32,10 @@ def _images(tiny_sd, tiny_controlnet, loras: list[dict]) -> list[np.ndarray]:
     )
     pipes = load_pipeline_set(spec, placement(spec.compute))
     control = Image.fromarray((np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8))
-    requests = [Request("a cat", "", 4, 3.0, 2, 32, 32), Request("a cat", "", 4, 3.0, 2, 32, 32, control_images=(control,))]
+    requests = [
+        Request("a cat", "", 4, 3.0, 2, 32, 32),
+        Request("a cat", "", 4, 3.0, 2, 32, 32, control_images=(control,)),
+    ]
     return [r.pixels.astype(int) for r in generate(pipes, requests, 2)]
 
 

@@ -65,9 +65,13 @@ def test_control_columns_must_match_the_jobs_controlnets():
     one = JobSpec.model_validate({"model": {"id": "m"}, "controlnets": [{"name": "edges", "model": {"id": "c"}}]})
     with pytest.raises(ManifestError, match="ControlNet 'edges' needs a column 'control_image'"):
         expand(pa.Table.from_pylist([{"id": "a", "prompt": "p"}]), one)
-    with pytest.raises(ManifestError, match=r"column 'control_image_edge' matches no ControlNet .*expected 'control_image'"):
+    with pytest.raises(
+        ManifestError, match=r"column 'control_image_edge' matches no ControlNet .*expected 'control_image'"
+    ):
         expand(pa.Table.from_pylist([{"id": "a", "prompt": "p", "control_image": "x", "control_image_edge": "y"}]), one)
-    with pytest.raises(ManifestError, match="column 'control_image' matches no ControlNet in the job spec .it has none"):
+    with pytest.raises(
+        ManifestError, match="column 'control_image' matches no ControlNet in the job spec .it has none"
+    ):
         expand(pa.Table.from_pylist([{"id": "a", "prompt": "p", "control_image": "x"}]), SPEC)
     optional = JobSpec.model_validate(
         {"model": {"id": "m"}, "controlnets": [{"name": "edges", "model": {"id": "c"}, "required": False}]}
@@ -82,7 +86,13 @@ def test_relative_image_paths_resolve_against_the_manifests_folder():
     )  # fmt: skip
     manifest = pa.Table.from_pylist(
         [
-            {"id": "a", "prompt": "p", "init_image": "init/a.png", "mask_image": "/abs/m.png", "control_image": "c/a.png"},
+            {
+                "id": "a",
+                "prompt": "p",
+                "init_image": "init/a.png",
+                "mask_image": "/abs/m.png",
+                "control_image": "c/a.png",
+            },
             {"id": "b", "prompt": "p", "init_image": "file:///x/b.png", "mask_image": None, "control_image": ""},
         ]
     )

@@ -64,3 +64,15 @@ def test_a_failing_group_fails_only_its_records(pipe):
     out = generate(pipe, [_req(1, size=32), bad], max_batch=4)
     assert out[0].error is None
     assert out[1].pixels is None and not out[1].rejected and "ValueError" in out[1].error
+
+
+def test_guidance_at_most_1_skips_the_unconditional_pass(pipe):
+    batches = []
+    hook = pipe.unet.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
+    try:
+        on, off, edge = generate(pipe, [_req(1, guidance=3.0), _req(2, guidance=1.0), _req(3, guidance=0.5)], 1)
+    finally:
+        hook.remove()
+    steps = 4
+    assert batches == [1] * steps + [1] * steps + [2] * steps  # groups run in guidance order: 0.5, 1.0, 3.0
+    assert (on.cfg, off.cfg, edge.cfg) == (True, False, False)
