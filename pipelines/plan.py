@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 
 from diffgen import storage
 from diffgen.index import INDEX_DIR, REJECTS_DIR, committed_ids
-from diffgen.loading import model_index, pipeline_class
+from diffgen.loading import preflight
 from diffgen.records import expand
 from schemas.job import JobSpec, JobSpecError
 from schemas.manifest import ManifestError, check_rows, describe_row_problems
@@ -96,7 +96,7 @@ def plan(spec: JobSpec, *, probe_output: bool = True) -> Plan:
         raise ManifestError(f"{manifest_uri}: cannot read the manifest as Parquet: {e}") from None
     valid, rejects, rejected_images = _split_invalid(manifest, spec, manifest_uri)
     # Cheap checks on the driver: a missing or foreign model folder fails here, not in an actor.
-    pipeline_class(model_index(spec.model)[1])
+    preflight(spec)
     if probe_output:
         try:
             storage.probe_writable(output)
