@@ -5,9 +5,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 MODEL  := examples/models/tiny-sd
+CONTROLNET := examples/models/tiny-sd-controlnet
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test setup clean
+.PHONY: demo demo-controlnet demo-img2img test setup clean
 
 setup: $(STAMP)
 
@@ -26,8 +27,17 @@ $(MODEL)/model_index.json: | $(STAMP)
 demo: $(STAMP) $(MODEL)/model_index.json
 	$(BIN)/diffgen run examples/default/job.yaml --output out/default
 
+$(CONTROLNET)/config.json: $(MODEL)/model_index.json
+	HF_HUB_OFFLINE=1 $(BIN)/python -m jobs.make_tiny_model $(MODEL) --controlnet $(CONTROLNET)
+
+demo-controlnet: $(STAMP) $(CONTROLNET)/config.json
+	$(BIN)/diffgen run examples/controlnet/job.yaml --output out/controlnet
+
+demo-img2img: $(STAMP) $(MODEL)/model_index.json
+	$(BIN)/diffgen run examples/img2img/job.yaml --output out/img2img
+
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf out $(MODEL)
+	rm -rf out $(MODEL) $(CONTROLNET)
