@@ -78,6 +78,31 @@ def run_command(args: argparse.Namespace) -> int:
     return api.EXIT_BY_STATUS[summary.status]
 
 
+def verify_command(args: argparse.Namespace) -> int:
+    """Read each image's provenance, XMP, C2PA manifest and watermark; exit 0 only if all agree."""
+    from diffgen import storage
+    from diffgen.verify import verify_image
+
+    anchors = storage.read_bytes(args.trust_anchors) if args.trust_anchors else None
+    all_ok, reports = True, {}
+    for uri in args.images:
+        try:
+            report = verify_image(storage.read_bytes(uri), trust_anchors_pem=anchors, require_c2pa=args.require_c2pa)
+        except (OSError, ValueError) as e:
+            log.error("%s: cannot read: %s", uri, e)
+            all_ok = False
+            continue
+        all_ok &= report.ok
+        reports[uri] = report.to_dict()
+        if not args.json:
+            print(f"{uri}: {'OK' if report.ok else 'PROBLEM'}")
+            for line in report.summary_lines():
+                print(f"  {line}")
+    if args.json:
+        print(json.dumps(reports, indent=2, default=str))
+    return api.EXIT_OK if all_ok else api.EXIT_FAILED
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="diffgen", description="Synthetic image datasets with diffusion models.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -88,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     validate_parser = commands.add_parser("validate", help="check job, manifest, model and output; print the plan")
     add_run_arguments(validate_parser)
     validate_parser.set_defaults(handler=validate_command)
+    verify_parser = commands.add_parser("verify", help="check an image's watermark, provenance and C2PA")
+    verify_parser.add_argument("images", nargs="+", metavar="IMAGE_URI")
+    verify_parser.add_argument("--trust-anchors", help="PEM root certificate(s) to trust for C2PA")
+    verify_parser.add_argument("--require-c2pa", action="store_true", help="an image without C2PA fails")
+    verify_parser.add_argument("--json", action="store_true", help="print the reports as JSON")
+    verify_parser.set_defaults(handler=verify_command)
     return parser
 
 

@@ -53,7 +53,7 @@ def _blocks(table: pa.Table, batch_size: int, num_actors: int) -> list[pa.Table]
 def execute(p: Plan) -> None:
     """Generate and write every record in `p.todo`."""
     spec, compute = p.spec, p.spec.compute
-    writer = WriteStage(spec, p.output, p.run_id)
+    writer = WriteStage(spec, p.output, p.run_id, p.credentials)
     check_chain(p.todo.column_names, [GenerateStage(spec), writer])
     connect()
     ds = ray.data.from_arrow(_blocks(p.todo, compute.batch_size, compute.num_actors))

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from diffgen import storage
+from diffgen.c2pa_signing import C2paConfigError, C2paCredentials, load_credentials
 from diffgen.index import INDEX_DIR, REJECTS_DIR, committed_ids
 from diffgen.loading import preflight
 from diffgen.records import expand
@@ -36,6 +37,7 @@ class Plan:
     todo: pa.Table  # records not yet committed in the output's index
     rejects: pa.Table | None  # invalid rows skipped by policy, with `row_index` and `error`
     rejected_images: int  # images the rejected rows owed
+    credentials: C2paCredentials | None = None  # checked C2PA chain and key, when the job signs
 
     @property
     def images_expected(self) -> int:
@@ -97,6 +99,11 @@ def plan(spec: JobSpec, *, probe_output: bool = True) -> Plan:
     valid, rejects, rejected_images = _split_invalid(manifest, spec, manifest_uri)
     # Cheap checks on the driver: a missing or foreign model folder fails here, not in an actor.
     preflight(spec)
+    c2pa = spec.provenance.c2pa
+    try:
+        credentials = load_credentials(c2pa.cert_chain, c2pa.private_key) if c2pa else None
+    except C2paConfigError as e:
+        raise JobSpecError(f"provenance.c2pa: {e}") from None
     if probe_output:
         try:
             storage.probe_writable(output)
@@ -106,7 +113,7 @@ def plan(spec: JobSpec, *, probe_output: bool = True) -> Plan:
     done = committed_ids(output)
     todo = records.filter(pc.invert(pc.is_in(records.column("record_id"), pa.array(sorted(done), pa.string()))))
     return Plan(spec, spec.run_id or "run", manifest_uri, output, manifest.num_rows, records, todo, rejects,
-                rejected_images)  # fmt: skip
+                rejected_images, credentials)  # fmt: skip
 
 
 def write_rejects(p: Plan) -> None:

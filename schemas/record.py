@@ -50,6 +50,12 @@ class OutputRecord(BaseModel):
     pipeline_class: str | None = Field(default=None, description="The diffusers pipeline class that sampled it.")
     model_id: str
     created_at: datetime
+    watermark_payload: str | None = Field(
+        default=None, description="16 hex characters embedded invisibly; looks an image found in the wild up."
+    )
+    watermark_ok: bool | None = Field(default=None, description="The payload decoded back right after embedding.")
+    c2pa_valid: bool | None = Field(default=None, description="C2PA manifest verified after signing; null if off.")
+    provenance: str | None = Field(default=None, description="The provenance record (JSON) written into the PNG.")
 
 
 INDEX_SCHEMA = pa.schema(
@@ -82,6 +88,10 @@ INDEX_SCHEMA = pa.schema(
         ("pipeline_class", pa.string()),
         ("model_id", pa.string()),
         ("created_at", pa.timestamp("us", tz="UTC")),
+        ("watermark_payload", pa.string()),
+        ("watermark_ok", pa.bool_()),
+        ("c2pa_valid", pa.bool_()),
+        ("provenance", pa.string()),
     ]
 )
 INDEX_COLUMNS: tuple[str, ...] = tuple(INDEX_SCHEMA.names)

@@ -1,4 +1,5 @@
-"""The write stage: PNG-encode each image, write it, then commit the batch's index shard.
+"""The write stage: watermark each image, encode it as PNG with its provenance (iTXt JSON + XMP),
+optionally sign it with C2PA, write it, then commit the batch's index shard.
 
 Retry-safe: image keys and the shard name are functions of the record ids, so a
 retried batch overwrites its own files instead of duplicating them. The shard is
@@ -8,19 +9,18 @@ written only after every image in it, so an index row never points at missing by
 from __future__ import annotations
 
 import hashlib
-import json
 from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
 
-from diffgen import storage
+from diffgen import storage, watermark
+from diffgen.c2pa_signing import C2paCredentials, C2paSigner, C2paSigningError, sign_png, verify_png
+from diffgen.loading import model_index
 from diffgen.png import encode_png
+from diffgen.provenance import ProvenanceRecord, git_commit, png_text_chunks, weights_hash
 from schemas.job import JobSpec
 from schemas.record import INDEX_COLUMNS, INDEX_SCHEMA, TRANSIENT_COLUMNS, RecordStatus
-
-PROVENANCE_KEY = "diffgen"
-
 
 def image_key(record_id: str) -> str:
     """`images/ab/abcdef....png`: a short hash prefix spreads objects over S3 key prefixes."""
@@ -37,45 +37,111 @@ class WriteStage:
         "record_id", "id", "sample_index", "pixels", "status", "error",
         "seed", "prompt", "negative_prompt", "guidance_scale", "steps", "width", "height",
     )  # fmt: skip
-    adds = ("image_uri", "sha256", "run_id", "model_id", "scheduler", "created_at")
+    adds = (
+        "image_uri", "sha256", "run_id", "model_id", "scheduler", "created_at",
+        "watermark_payload", "watermark_ok", "c2pa_valid", "provenance",
+    )  # fmt: skip
 
-    def __init__(self, spec: JobSpec, output: str, run_id: str):
+    def __init__(self, spec: JobSpec, output: str, run_id: str, credentials: C2paCredentials | None = None):
         self.spec = spec
         self.output = output
         self.run_id = run_id
+        self.credentials = credentials
+        self._signer: C2paSigner | None = None
+        self._weights: str | None = None
+        self._commit: str | None = None
+        self._ready = False
 
     def setup(self) -> None:
-        pass
+        """Once per worker: hash the weights (cached per folder), build the C2PA signer."""
+        self._weights = weights_hash(model_index(self.spec.model)[0])
+        self._commit = git_commit()
+        self._signer = C2paSigner(self.credentials) if self.credentials else None
+        self._ready = True
 
-    def _provenance(self, row: dict) -> str:
-        record = {
-            "run_id": self.run_id,
-            "record_id": row["record_id"],
-            "id": row["id"],
-            "sample_index": row["sample_index"],
-            "model_id": self.spec.model.id,
-            "model_revision": self.spec.model.revision,
-            "scheduler": self.spec.sampler.scheduler,
-            "steps": row["steps"],
-            "guidance_scale": row["guidance_scale"],
-            "seed": row["seed"],
-            "prompt": row["prompt"],
-            "negative_prompt": row["negative_prompt"],
-        }
-        return json.dumps(record, ensure_ascii=False, sort_keys=True)
+    def _record(self, row: dict, payload: bytes | None) -> ProvenanceRecord:
+        controls = [(u, h) for u, h in zip(row.get("control_image_uris") or [], row.get("control_image_sha256") or [])
+                    if u is not None]  # fmt: skip
+        inits = [(row[k], row[f"{k}_sha256"]) for k in ("init_image", "mask_image") if row.get(k)]
+        return ProvenanceRecord(
+            record_id=row["record_id"],
+            sample_index=row["sample_index"],
+            run_id=self.run_id,
+            manifest_uri=self.spec.manifest,
+            manifest_row_id=row["id"],
+            model_id=self.spec.model.id,
+            model_revision=self.spec.model.revision,
+            model_weights_sha256=self._weights,
+            model_family=row.get("pipeline_class"),
+            scheduler=self.spec.sampler.scheduler,
+            steps=row["steps"],
+            guidance_scale=row["guidance_scale"],
+            seed=row["seed"],
+            width=row["width"],
+            height=row["height"],
+            prompt=row["prompt"],
+            negative_prompt=row["negative_prompt"] or "",
+            control_image_uris=[u for u, _ in controls] or None,
+            control_image_sha256s=[h for _, h in controls] or None,
+            init_image_uris=[u for u, _ in inits] or None,
+            init_image_sha256s=[h for _, h in inits] or None,
+            git_commit=self._commit,
+            created_at=row["created_at"],
+            watermark_payload=payload.hex() if payload else None,
+        )
+
+    def _mark(self, row: dict, pixels: np.ndarray) -> tuple[np.ndarray, bytes | None]:
+        """The watermarked pixels and payload; raises `_RowProblem` when the image cannot be marked."""
+        if not self.spec.provenance.watermark:
+            return pixels, None
+        payload = watermark.payload_for(self.run_id, row["record_id"])
+        try:
+            marked = watermark.embed(pixels, payload)
+        except watermark.WatermarkError as e:
+            if self.spec.provenance.allow_unwatermarked:
+                return pixels, None
+            raise _RowProblem(RecordStatus.REJECTED, f"watermark_too_small: {e}") from None
+        decoded = watermark.extract(marked)
+        if decoded != payload:
+            accuracy = watermark.bit_accuracy(decoded, payload)
+            raise _RowProblem(RecordStatus.FAILED, f"watermark_verify_failed: bit accuracy {accuracy:.3f}")
+        return marked, payload
+
+    def _write_one(self, row: dict) -> None:
+        pixels = np.frombuffer(row["pixels"], np.uint8).reshape(row["height"], row["width"], 3)
+        marked, payload = self._mark(row, pixels)
+        record = self._record(row, payload)
+        data = encode_png(marked, png_text_chunks(record))
+        if self._signer is not None:
+            try:
+                data = sign_png(data, record, self._signer)
+            except C2paSigningError as e:
+                raise _RowProblem(RecordStatus.FAILED, f"c2pa_sign_failed: {e}") from None
+            row["c2pa_valid"] = verify_png(data).valid
+        uri = storage.join(self.output, image_key(row["record_id"]))
+        storage.write_bytes(uri, data)
+        row.update(
+            image_uri=uri,
+            sha256=hashlib.sha256(data).hexdigest(),
+            status=RecordStatus.WRITTEN.value,
+            watermark_payload=record.watermark_payload,
+            watermark_ok=payload is not None,
+            provenance=record.to_json(),
+        )
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        if not self._ready:
+            self.setup()
         rows = batch.to_pylist()
         now = datetime.now(UTC)
         for row in rows:
             row.update(run_id=self.run_id, model_id=self.spec.model.id, scheduler=self.spec.sampler.scheduler)
             row.update(created_at=now, image_uri=None, sha256=None)
             if row["status"] is None:
-                pixels = np.frombuffer(row["pixels"], np.uint8).reshape(row["height"], row["width"], 3)
-                data = encode_png(pixels, {PROVENANCE_KEY: self._provenance(row)})
-                uri = storage.join(self.output, image_key(row["record_id"]))
-                storage.write_bytes(uri, data)
-                row.update(image_uri=uri, sha256=hashlib.sha256(data).hexdigest(), status=RecordStatus.WRITTEN.value)
+                try:
+                    self._write_one(row)
+                except _RowProblem as problem:
+                    row.update(status=problem.status.value, error=problem.error)
         passthrough = [c for c in batch.column_names if c not in INDEX_COLUMNS and c not in TRANSIENT_COLUMNS]
         # Columns that no stage of this job produces (no ControlNet, no QC) stay null.
         columns = {name: pa.array([r.get(name) for r in rows], INDEX_SCHEMA.field(name).type) for name in INDEX_COLUMNS}
@@ -84,3 +150,9 @@ class WriteStage:
             index = index.append_column(batch.schema.field(name), batch.column(name))
         storage.write_parquet(index, storage.join(self.output, shard_name(index.column("record_id").to_pylist())))
         return index
+
+
+class _RowProblem(Exception):
+    def __init__(self, status: RecordStatus, error: str):
+        super().__init__(error)
+        self.status, self.error = status, error

@@ -41,3 +41,25 @@ def test_api_run_returns_the_counts_of_run_json(ray_cluster, job, tmp_path):
     assert result.exit_code == api.EXIT_OK and result.status == "complete"
     on_disk = json.loads((tmp_path / "out" / "run" / "run.json").read_text())
     assert on_disk["counts"] == result.counts.model_dump() and result.counts.images_written == 9
+
+
+def test_verify_command_reports_a_flipped_byte(tmp_path, capsys):
+    import numpy as np
+
+    from diffgen import watermark
+    from diffgen.png import encode_png
+    from diffgen.provenance import png_text_chunks
+    from tests.diffgen.sample_record import sample_record
+
+    record = sample_record()
+    pixels = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    marked = watermark.embed(pixels, bytes.fromhex(record.watermark_payload))
+    good = tmp_path / "good.png"
+    good.write_bytes(encode_png(marked, png_text_chunks(record)))
+    assert main(["verify", str(good)]) == api.EXIT_OK
+    assert "OK" in capsys.readouterr().out
+    data = bytearray(good.read_bytes())
+    data[-200] ^= 0xFF
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(bytes(data))
+    assert main(["verify", str(good), str(bad)]) == api.EXIT_FAILED
