@@ -1,0 +1,141 @@
+"""The QC stage: score and check each sampled image, reject the ones below the job's thresholds,
+and summarise the kept ones as FID feature statistics per group.
+
+Only rows still in flight (status null, pixels present) are checked; rows already rejected or
+failed pass through untouched. A row failing a check becomes `rejected` with every reason in
+`error` (e.g. "qc: clip_score 12.3 < 20.0; flat") and in `qc_reasons`. Near duplicates are
+looked for among the rows that pass the other checks, so the first image of a cluster is kept.
+
+`self.stats` grows with every batch; a driver collects `stats_table()` from each worker and
+merges the rows with `merge_stats_tables`. A retried batch counts again, so FID statistics
+are exact only for runs without retries (they are a summary, not a record).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import pyarrow as pa
+
+from diffgen.metrics.backbones import Backbone, ClipBackbone, load_backbone
+from diffgen.metrics.clip_score import ClipScorer
+from diffgen.metrics.frechet import FeatureStats
+from diffgen.metrics.image_checks import check_images, near_duplicates
+from schemas.qc import QcSpec
+from schemas.record import RecordStatus
+
+ALL_GROUP = "__all__"
+# The group of rows whose `fid_group_by` cell is null.
+NULL_GROUP = "__null__"
+
+STATS_SCHEMA = pa.schema([("group", pa.string()), ("stats", pa.binary())])
+
+
+class QcStage:
+    reads = ("record_id", "prompt", "pixels", "status", "error", "width", "height")
+    adds = ("clip_score", "clip_truncated", "pixel_std", "phash", "qc_reasons")
+
+    def __init__(self, spec: QcSpec, device: str = "cpu"):
+        self.spec = spec
+        self.device = device
+        if spec.fid_group_by is not None:
+            self.reads = (*QcStage.reads, spec.fid_group_by)
+        self.stats: dict[str, FeatureStats] = {}
+        self._scorer: ClipScorer | None = None
+        self._backbone: Backbone | None = None
+
+    def setup(self) -> None:
+        """Once per worker: load the CLIP model (shared with a 'clip' backbone) and the FID backbone."""
+        if self.spec.clip_model is not None:
+            self._scorer = ClipScorer.load(self.spec.clip_model, device=self.device)
+        if self.spec.fid_backbone == "clip":
+            self._backbone = ClipBackbone(self._scorer.clip)
+        else:
+            self._backbone = load_backbone(self.spec.fid_backbone, self.spec.fid_weights, self.device)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        if self._backbone is None:
+            self.setup()
+        rows = batch.to_pylist()
+        todo = [i for i, r in enumerate(rows) if r["status"] is None and r["pixels"] is not None]
+        images = [np.frombuffer(rows[i]["pixels"], np.uint8).reshape(rows[i]["height"], rows[i]["width"], 3)
+                  for i in todo]  # fmt: skip
+        n = len(rows)
+        clip_score: list[float | None] = [None] * n
+        truncated: list[bool | None] = [None] * n
+        std: list[float | None] = [None] * n
+        hashes: list[int | None] = [None] * n
+        reasons: list[list[str] | None] = [None] * n
+        if todo and self._scorer is not None:
+            prompts = [rows[i]["prompt"] for i in todo]
+            for i, s, t in zip(todo, self._scorer.score(images, prompts), self._scorer.truncated(prompts)):
+                clip_score[i], truncated[i] = float(s), bool(t)
+        threshold = self.spec.min_clip_score
+        for i, check in zip(todo, check_images(images, self.spec.black_level, self.spec.flat_std)):
+            std[i], hashes[i] = check.pixel_std, check.phash
+            found = []
+            if threshold is not None and clip_score[i] < threshold:
+                found.append(f"clip_score {clip_score[i]:.1f} < {threshold:.1f}")
+            # A black image is also flat; naming both would say nothing more.
+            if check.black:
+                found.append("black")
+            elif check.flat:
+                found.append("flat")
+            reasons[i] = found
+        passing = [i for i in todo if not reasons[i]]
+        for i, first in zip(passing, near_duplicates([hashes[i] for i in passing], self.spec.phash_max_distance)):
+            if first >= 0:
+                reasons[i].append(f"duplicate of {rows[passing[first]]['record_id']}")
+        for i in todo:
+            if reasons[i]:
+                rows[i].update(status=RecordStatus.REJECTED.value, error="qc: " + "; ".join(reasons[i]))
+        kept = [k for k, i in enumerate(todo) if not reasons[i]]
+        self._update_stats([images[k] for k in kept], [rows[todo[k]] for k in kept])
+
+        out = batch.set_column(batch.schema.get_field_index("status"), "status",
+                               pa.array([r["status"] for r in rows], pa.string()))  # fmt: skip
+        out = out.set_column(out.schema.get_field_index("error"), "error",
+                             pa.array([r["error"] for r in rows], pa.string()))  # fmt: skip
+        added = {
+            "clip_score": pa.array(clip_score, pa.float64()),
+            "clip_truncated": pa.array(truncated, pa.bool_()),
+            "pixel_std": pa.array(std, pa.float64()),
+            "phash": pa.array(hashes, pa.uint64()),
+            "qc_reasons": pa.array(reasons, pa.list_(pa.string())),
+        }
+        for name, column in added.items():
+            if name in out.column_names:
+                out = out.set_column(out.schema.get_field_index(name), name, column)
+            else:
+                out = out.append_column(name, column)
+        return out
+
+    def _update_stats(self, images: list[np.ndarray], rows: list[dict]) -> None:
+        if not images:
+            return
+        features = self._backbone.extract(images)
+        groups: dict[str, list[int]] = {ALL_GROUP: list(range(len(rows)))}
+        if self.spec.fid_group_by is not None:
+            for k, row in enumerate(rows):
+                value = row[self.spec.fid_group_by]
+                groups.setdefault(NULL_GROUP if value is None else str(value), []).append(k)
+        for group, members in groups.items():
+            if group not in self.stats:
+                self.stats[group] = FeatureStats(self._backbone.name, self._backbone.resize, self._backbone.dim)
+            self.stats[group].update(features[members])
+
+    def stats_table(self) -> pa.Table:
+        """One row per group: its name and its FeatureStats as bytes, for a driver to merge."""
+        groups = sorted(self.stats)
+        return pa.table({"group": groups, "stats": [self.stats[g].to_bytes() for g in groups]}, schema=STATS_SCHEMA)
+
+
+def merge_stats_tables(tables: Iterable[pa.Table]) -> dict[str, FeatureStats]:
+    """The per-group statistics of several workers' `stats_table()`s merged into one per group."""
+    merged: dict[str, FeatureStats] = {}
+    for table in tables:
+        for group, data in zip(table.column("group").to_pylist(), table.column("stats").to_pylist()):
+            stats = FeatureStats.from_bytes(data)
+            merged[group] = merged[group].merge(stats) if group in merged else stats
+    return merged
