@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 
 import pyarrow as pa
 import torch
@@ -86,7 +87,20 @@ class GenerateStage:
             where.append(i)
         for i, result in zip(where, generate(self.pipes, requests, max_batch=self.spec.compute.batch_size)):
             results[i] = result
+        self._retry_failed(requests, where, results)
         return self._columns(batch, results, inputs)
+
+    def _retry_failed(self, requests: list[Request], where: list[int], results: list[Result | None]) -> None:
+        """Try a failed image again alone, up to `policy.row_retries` times: the failure of its group
+        (out of memory, a transient device error) must not doom every member. Its own generator
+        makes the retry produce the image it would have produced in the batch."""
+        for request, i in zip(requests, where):
+            attempts = 1
+            while _failed(results[i]) and attempts <= self.spec.policy.row_retries:
+                results[i] = generate(self.pipes, [request], max_batch=1)[0]
+                attempts += 1
+            if _failed(results[i]) and attempts > 1:
+                results[i] = replace(results[i], error=f"{results[i].error} (after {attempts} attempts)")
 
     def _image(self, uri: str | None, field: str, mode: str, cache: dict) -> InputImage | None:
         if not uri:
@@ -148,6 +162,10 @@ class GenerateStage:
         for name, values in columns.items():
             batch = batch.append_column(name, values)
         return batch
+
+
+def _failed(result: Result | None) -> bool:
+    return result is not None and result.error is not None and not result.rejected
 
 
 def _request(row: dict, images: dict, control: list) -> Request:

@@ -84,3 +84,41 @@ def test_a_retried_batch_overwrites_its_own_files(spec, generated, tmp_path):
     writer(generated)
     assert len(storage.list_files(str(tmp_path / "index"), ".parquet")) == 1
     assert len(list((tmp_path / "images").rglob("*.png"))) == 2
+
+
+def _fault(stage, failures: int):
+    """A forward pre-hook on the real UNet that raises for its first `failures` calls."""
+    calls = {"n": 0}
+
+    def hook(module, args):
+        calls["n"] += 1
+        if calls["n"] <= failures:
+            raise RuntimeError("injected device fault")
+
+    return stage.pipes.base.unet.register_forward_pre_hook(hook)
+
+
+def test_a_failed_image_is_retried_alone_and_comes_out_the_same(spec, records):
+    stage = GenerateStage(spec)
+    stage.setup()
+    clean = stage(records.slice(0, 2))
+    handle = _fault(stage, failures=1)  # the batch call fails; each image's retry succeeds
+    try:
+        retried = stage(records.slice(0, 2))
+    finally:
+        handle.remove()
+    assert retried.column("status").to_pylist() == [None, None]
+    assert retried.column("pixels").to_pylist() == clean.column("pixels").to_pylist()
+
+
+def test_retries_are_bounded_then_the_image_fails_with_its_error(spec, records):
+    stage = GenerateStage(spec.model_copy(update={"policy": spec.policy.model_copy(update={"row_retries": 2})}))
+    stage.setup()
+    handle = _fault(stage, failures=10**6)
+    try:
+        out = stage(records.slice(0, 1))
+    finally:
+        handle.remove()
+    assert out.column("status").to_pylist() == ["failed"]
+    assert "injected device fault" in out.column("error")[0].as_py()
+    assert out.column("error")[0].as_py().endswith("(after 3 attempts)")
