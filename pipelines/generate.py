@@ -3,8 +3,9 @@
 1. plan: validate the job, model folder, manifest and output; expand to one record per
    image; drop records already committed (resume). No model loads before this passes.
 2. generate: an actor pool, one diffusers pipeline per actor, on its GPU or the CPU
-3. write: PNG-encode, write images, commit an index shard per batch
-4. compact the index to one row per record, reconcile the counts, write run.json last
+3. qc (when enabled): CLIP score, black/flat/duplicate checks on their own actor; rejects below thresholds
+4. write: PNG-encode, write images, commit an index shard per batch
+5. compact the index to one row per record, reconcile the counts, write run.json last
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ import ray
 from diffgen import storage
 from diffgen.index import compact, read_index
 from diffgen.stages import GenerateStage, WriteStage, check_chain
+from diffgen.stages.qc import QcStage
 from diffgen.versions import package_versions
 from pipelines.cluster import connect
 from pipelines.plan import Plan, plan, write_rejects
 from schemas.job import JobSpec
+from schemas.qc import QcSpec
 from schemas.record import RecordStatus
 from schemas.run import RunCounts, RunSummary
 
@@ -43,6 +46,14 @@ class _GenerateActor(GenerateStage):
         self.setup()
 
 
+class _QcActor(QcStage):
+    """Scores on its own actor so generation actors are never held up by QC."""
+
+    def __init__(self, spec: QcSpec):
+        super().__init__(spec)
+        self.setup()
+
+
 def _blocks(table: pa.Table, batch_size: int, num_actors: int) -> list[pa.Table]:
     """Whole batches per block, and enough blocks (~4 per actor) that every actor gets work."""
     batches_per_block = max(1, min(8, table.num_rows // (batch_size * num_actors * 4)))
@@ -54,7 +65,8 @@ def execute(p: Plan) -> None:
     """Generate and write every record in `p.todo`."""
     spec, compute = p.spec, p.spec.compute
     writer = WriteStage(spec, p.output, p.run_id, p.credentials)
-    check_chain(p.todo.column_names, [GenerateStage(spec), writer])
+    stages = [GenerateStage(spec), *([QcStage(spec.qc)] if spec.qc.enabled else []), writer]
+    check_chain(p.todo.column_names, stages)
     connect()
     ds = ray.data.from_arrow(_blocks(p.todo, compute.batch_size, compute.num_actors))
     ds = ds.map_batches(
@@ -66,6 +78,18 @@ def execute(p: Plan) -> None:
         num_gpus=compute.gpus_per_actor,
         num_cpus=compute.cpus_per_actor,
     )
+    if spec.qc.enabled:
+        ds = ds.map_batches(
+            _QcActor,
+            fn_constructor_args=(spec.qc,),
+            batch_size=compute.batch_size,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=1),
+            # A quarter GPU next to the generators when there are GPUs; otherwise no reserved CPU,
+            # for the same two-core starvation reason as the generation actors.
+            num_gpus=0.25 if compute.gpus_per_actor > 0 else 0,
+            num_cpus=0,
+        )
     ds = ds.map_batches(writer, batch_size=compute.batch_size, batch_format="pyarrow", num_cpus=0.5)
     for _ in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
         pass

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from schemas.errors import format_validation_error
 from schemas.policy import PolicySpec
 from schemas.provenance import ProvenanceSpec
+from schemas.qc import QcSpec
 
 SchedulerName = Literal["default", "ddim", "euler", "euler_ancestral", "dpmpp_2m", "dpmpp_2m_karras", "unipc", "pndm"]
 SCHEDULER_NAMES: tuple[str, ...] = SchedulerName.__args__  # type: ignore[attr-defined]
@@ -147,6 +148,7 @@ class JobSpec(_Strict):
     compute: ComputeSpec = ComputeSpec()
     policy: PolicySpec = PolicySpec()
     provenance: ProvenanceSpec = ProvenanceSpec()
+    qc: QcSpec = QcSpec()
     controlnets: list[ControlNetSpec] = Field(default_factory=list, max_length=8)
     loras: list[LoraSpec] = Field(default_factory=list, max_length=16)
     seed: int = Field(default=0, ge=0, lt=2**63)

@@ -56,6 +56,10 @@ class OutputRecord(BaseModel):
     watermark_ok: bool | None = Field(default=None, description="The payload decoded back right after embedding.")
     c2pa_valid: bool | None = Field(default=None, description="C2PA manifest verified after signing; null if off.")
     provenance: str | None = Field(default=None, description="The provenance record (JSON) written into the PNG.")
+    clip_score: float | None = Field(default=None, description="100*max(cos, 0) of prompt and image; null without QC.")
+    pixel_std: float | None = None
+    phash: int | None = Field(default=None, description="64-bit perceptual hash; null without QC.")
+    qc_reasons: list[str] | None = Field(default=None, description="Why QC rejected it; empty when it passed.")
 
 
 INDEX_SCHEMA = pa.schema(
@@ -92,6 +96,10 @@ INDEX_SCHEMA = pa.schema(
         ("watermark_ok", pa.bool_()),
         ("c2pa_valid", pa.bool_()),
         ("provenance", pa.string()),
+        ("clip_score", pa.float64()),
+        ("pixel_std", pa.float64()),
+        ("phash", pa.uint64()),
+        ("qc_reasons", pa.list_(pa.string())),
     ]
 )
 INDEX_COLUMNS: tuple[str, ...] = tuple(INDEX_SCHEMA.names)
