@@ -10,6 +10,7 @@ from diffgen import storage
 from diffgen.png import decode_png
 from diffgen.records import expand
 from diffgen.stages import GenerateStage, WriteStage, check_chain
+from diffgen.stages.qc import QcStage
 from diffgen.provenance import PROVENANCE_KEY
 from schemas.job import JobSpec
 from schemas.record import INDEX_COLUMNS
@@ -47,8 +48,10 @@ def generated(spec, records):
 
 
 def test_the_chain_checks_columns_before_any_model_loads(spec, records, tmp_path):
-    stages = [GenerateStage(spec), WriteStage(spec, str(tmp_path), "unit")]
+    stages = [GenerateStage(spec), QcStage(spec.qc), WriteStage(spec, str(tmp_path), "unit")]
     assert set(INDEX_COLUMNS) <= set(check_chain(records.column_names, stages))
+    without_qc = set(check_chain(records.column_names, [stages[0], stages[2]]))
+    assert set(INDEX_COLUMNS) - without_qc == {"clip_score", "pixel_std", "phash", "qc_reasons"}  # null without QC
     with pytest.raises(ValueError, match="GenerateStage reads \\['seed'\\]"):
         check_chain([c for c in records.column_names if c != "seed"], stages)
 
