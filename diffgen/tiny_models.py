@@ -59,6 +59,13 @@ def byte_level_tokenizer(max_length: int = TEXT_MAX_LENGTH) -> CLIPTokenizer:
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=max_length)
 
 
+def _sd_scheduler() -> EulerDiscreteScheduler:
+    """The noise schedule Stable Diffusion 1.x and SDXL ship with."""
+    return EulerDiscreteScheduler(
+        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1
+    )
+
+
 def build_tiny_sd(path: str | Path, *, seed: int = 0, width: int = 64) -> Path:
     """Write a Stable Diffusion 1.x-layout pipeline of ~1.5 M parameters to `path`."""
     torch.manual_seed(seed)
@@ -100,9 +107,7 @@ def build_tiny_sd(path: str | Path, *, seed: int = 0, width: int = 64) -> Path:
         norm_num_groups=8,
         cross_attention_dim=32,
     )
-    scheduler = EulerDiscreteScheduler(
-        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1
-    )
+    scheduler = _sd_scheduler()
     pipe = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
@@ -205,9 +210,7 @@ def build_tiny_sdxl(path: str | Path, *, seed: int = 0, width: int = 64) -> Path
         addition_time_embed_dim=time_embed_dim,
         projection_class_embeddings_input_dim=6 * time_embed_dim + text_encoder_2.config.projection_dim,
     )
-    scheduler = EulerDiscreteScheduler(
-        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1
-    )
+    scheduler = _sd_scheduler()
     pipe = StableDiffusionXLPipeline(
         vae=_vae(width),
         text_encoder=text_encoder,

@@ -11,6 +11,8 @@ subclass otherwise; each error carries the exit code the CLI would have returned
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +78,19 @@ def _offline_env() -> None:
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
 
+@contextmanager
+def _typed_errors() -> Iterator[None]:
+    """The library's errors as the API's: input problems vs. infrastructure problems."""
+    from pipelines.plan import OutputError
+
+    try:
+        yield
+    except (JobSpecError, ManifestError, ModelLoadError) as e:
+        raise InvalidInputError(str(e)) from None
+    except OutputError as e:
+        raise InfrastructureError(str(e)) from None
+
+
 def resolve(
     job: str | Path | JobSpec,
     *,
@@ -97,31 +112,21 @@ def resolve(
 
 def plan(job: str | Path | JobSpec, **kwargs) -> dict[str, object]:
     """The pre-flight: validates everything a run would, loads no model, writes nothing."""
-    from pipelines.plan import OutputError
     from pipelines.plan import plan as make_plan
 
     spec = resolve(job, **kwargs)
-    try:
+    with _typed_errors():
         return make_plan(spec).describe()
-    except (JobSpecError, ManifestError, ModelLoadError) as e:
-        raise InvalidInputError(str(e)) from None
-    except OutputError as e:
-        raise InfrastructureError(str(e)) from None
 
 
 def run(job: str | Path | JobSpec, **kwargs) -> RunResult:
     """Run a job to the end on the cluster named by RAY_ADDRESS (or a local one)."""
     _offline_env()
     from pipelines.generate import run as run_pipeline
-    from pipelines.plan import OutputError
 
     spec = resolve(job, **kwargs)
-    try:
+    with _typed_errors():
         summary = run_pipeline(spec)
-    except (JobSpecError, ManifestError, ModelLoadError) as e:
-        raise InvalidInputError(str(e)) from None
-    except OutputError as e:
-        raise InfrastructureError(str(e)) from None
     if summary.status == "failed":
         raise RunFailedError(summary)
     return RunResult(summary)
