@@ -1,7 +1,9 @@
 """Loading a diffusers pipeline from a local folder (or the local hub cache), never the network.
 
 The model family, and with it every pipeline class, comes from the folder's own
-`model_index.json` (see `diffgen.families`); weights load from safetensors only.
+`model_index.json` (see `diffgen.families`). Weights load from safetensors only, unless
+the job sets `model.allow_pickle` for a component that has nothing but pickle weights.
+Custom code shipped in a model folder is never run: `trust_remote_code` is never passed.
 ControlNets and LoRA adapters load once per actor next to the base pipeline.
 """
 
@@ -33,6 +35,11 @@ PIPELINES: dict[str, type[DiffusionPipeline]] = {
 
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
+# Weight files that torch unpickles: reading one can run arbitrary code.
+PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
+# Where model_index.json components may come from; any other library name is custom code.
+COMPONENT_LIBRARIES = ("diffusers", "transformers")
+
 
 class ModelLoadError(RuntimeError):
     """The model folder is missing, unreadable or of a kind diffgen cannot run."""
@@ -54,7 +61,7 @@ def _folder(model: ModelSpec, field: str) -> Path:
 
     try:
         return Path(snapshot_download(model.id, revision=model.revision, local_files_only=True))
-    except Exception as e:  # the hub client raises several unrelated types for "not cached"
+    except Exception as e:  # noqa: BLE001 - the hub client raises several unrelated types for "not cached"
         raise ModelLoadError(
             f"{field}: '{model.id}' is neither a local folder nor in the local hub cache "
             f"(downloads are off; fetch it ahead of time): {type(e).__name__}"
@@ -74,6 +81,53 @@ def model_index(model: ModelSpec) -> tuple[Path, dict]:
     """The model's folder and its parsed model_index.json, from disk or the local hub cache only."""
     folder = _folder(model, "model.id")
     return folder, _read_json(folder / "model_index.json", "model.id", "pipeline")
+
+
+def _components(folder: Path, index: dict) -> dict[str, tuple[str, str]]:
+    """model_index.json's components that load from a subfolder: name -> (library, class)."""
+    return {
+        name: (value[0], value[1])
+        for name, value in index.items()
+        if not name.startswith("_") and isinstance(value, list) and len(value) == 2 and value[0] is not None
+    }
+
+
+def _check_no_custom_code(folder: Path, index: dict) -> None:
+    pipelines_dir = Path(diffusers.__file__).parent / "pipelines"
+    for name, (library, cls) in _components(folder, index).items():
+        builtin = library in COMPONENT_LIBRARIES or (library.isidentifier() and (pipelines_dir / library).is_dir())
+        if not builtin:
+            raise ModelLoadError(
+                f"model.id: {folder}/model_index.json declares component '{name}' as [{library!r}, {cls!r}], "
+                f"custom code that diffgen never runs; components must come from {', '.join(COMPONENT_LIBRARIES)}"
+            )
+
+
+def _pickle_only(folder: Path) -> list[Path]:
+    """A component folder's pickle weight files when it has no safetensors to load instead."""
+    files = sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+    if any(p.name.endswith(".safetensors") for p in files):
+        return []
+    return [p for p in files if p.suffix in PICKLE_SUFFIXES]
+
+
+def use_safetensors(model: ModelSpec, root: Path, folders: list[Path], field: str) -> bool | None:
+    """diffusers' `use_safetensors` for this model: True (safetensors only) unless `allow_pickle` is set.
+
+    Refuses a model with a component that holds only pickle weights, naming the files and the
+    field that allows them; with the field set, loads them with a warning.
+    """
+    pickled = [str(p.relative_to(root)) for folder in folders for p in _pickle_only(folder)]
+    switch = field.removesuffix(".id") + ".allow_pickle"
+    if pickled and not model.allow_pickle:
+        shown = ", ".join(pickled[:6]) + (f" and {len(pickled) - 6} more" if len(pickled) > 6 else "")
+        raise ModelLoadError(
+            f"{field}: {root} has pickle weights with no safetensors beside them ({shown}); loading pickle can "
+            f"run code. Convert them to safetensors, or set {switch}: true if you trust their source"
+        )
+    if pickled:
+        log.warning("%s: loading pickle weights %s from %s (%s is true)", field, ", ".join(pickled), root, switch)
+    return None if model.allow_pickle else True
 
 
 def model_family(index: dict) -> Family:
@@ -106,6 +160,8 @@ def preflight(spec: JobSpec) -> Family:
     """
     folder, index = model_index(spec.model)
     family = model_family(index)
+    _check_no_custom_code(folder, index)
+    use_safetensors(spec.model, folder, [folder / name for name in _components(folder, index)], "model.id")
     scheduler_name = (index.get("scheduler") or [None, None])[1]
     scheduler_cls = getattr(diffusers, scheduler_name or "", None)
     if scheduler_cls is not None:
@@ -114,7 +170,8 @@ def preflight(spec: JobSpec) -> Family:
         except ValueError as e:
             raise ModelLoadError(str(e)) from None
     for i, controlnet in enumerate(spec.controlnets):
-        _controlnet_class(controlnet, i, family)
+        controlnet_folder, _ = _controlnet_class(controlnet, i, family)
+        use_safetensors(controlnet.model, controlnet_folder, [controlnet_folder], f"controlnets.{i}.model.id")
     try:
         check_loras(spec.loras)
     except LoraError as e:
@@ -151,15 +208,18 @@ def load_pipeline(model: ModelSpec, where: Placement, *, to_device: bool = True)
     folder, index = model_index(model)
     family = model_family(index)
     cls = family.pipelines["text2img"]
+    safetensors_only = use_safetensors(
+        model, folder, [folder / name for name in _components(folder, index)], "model.id"
+    )
     try:
         pipe = cls.from_pretrained(
             str(folder),
             dtype=where.dtype,
-            use_safetensors=True,
+            use_safetensors=safetensors_only,
             local_files_only=True,
             **family.init_kwargs,
         )
-    except (OSError, ValueError, EnvironmentError) as e:
+    except (OSError, ValueError) as e:
         raise ModelLoadError(f"model.id: cannot load {folder}: {e}") from None
     if to_device:
         pipe = pipe.to(where.device)
@@ -170,9 +230,12 @@ def load_pipeline(model: ModelSpec, where: Placement, *, to_device: bool = True)
 def load_controlnet(spec: ControlNetSpec, i: int, family: Family, where: Placement) -> torch.nn.Module:
     _quiet()
     folder, cls = _controlnet_class(spec, i, family)
+    safetensors_only = use_safetensors(spec.model, folder, [folder], f"controlnets.{i}.model.id")
     try:
-        model = cls.from_pretrained(str(folder), dtype=where.dtype, use_safetensors=True, local_files_only=True)
-    except (OSError, ValueError, EnvironmentError) as e:
+        model = cls.from_pretrained(
+            str(folder), dtype=where.dtype, use_safetensors=safetensors_only, local_files_only=True
+        )
+    except (OSError, ValueError) as e:
         raise ModelLoadError(f"controlnets.{i}.model.id: cannot load {folder}: {e}") from None
     return model.eval()
 

@@ -44,6 +44,11 @@ class ModelSpec(_Strict):
 
     id: str = Field(min_length=1, description="Local folder or hub id (e.g. runwayml/stable-diffusion-v1-5).")
     revision: str | None = Field(default=None, description="Hub revision (commit or tag); ignored for local folders.")
+    allow_pickle: bool = Field(
+        default=False,
+        description="Let components without safetensors load pickle weights (.bin/.ckpt/.pt), which can run code "
+        "when read; only for a trusted source. Never enables custom code from the folder.",
+    )
 
 
 class SamplerSpec(_Strict):

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from diffgen.loading import ModelLoadError, load_pipeline_set, placement, preflight
+from diffgen.loading import ModelLoadError, load_pipeline, load_pipeline_set, placement, preflight
 from diffgen.sampling import Request, generate
 from schemas.job import ComputeSpec, JobSpec
 
 
-def _spec(model, **extra) -> JobSpec:
-    return JobSpec.model_validate({"model": {"id": str(model)}, **extra})
+def _spec(model, allow_pickle: bool = False, **extra) -> JobSpec:
+    return JobSpec.model_validate({"model": {"id": str(model), "allow_pickle": allow_pickle}, **extra})
 
 
 def test_an_unknown_family_fails_before_loading_listing_the_choices(tmp_path):
@@ -92,3 +92,110 @@ def test_bf16_runs_on_the_cpu(tiny_sd):
     assert pipes.base.unet.dtype == torch.bfloat16
     (result,) = generate(pipes, [Request("a cat", "", 5, 3.0, 2, 32, 32)], 1)
     assert result.error is None and result.pixels.shape == (32, 32, 3)
+
+
+# Pickle weights and custom code: neither runs unless the job says so, and custom code never.
+
+
+@pytest.fixture(scope="module")
+def pickled_sd(tiny_sd, tmp_path_factory):
+    """The tiny SD pipeline re-saved with pickle weights only (diffusers' `safe_serialization=False`).
+
+    transformers always writes safetensors, so the text encoder's weights are pickled by hand.
+    """
+    from diffusers import StableDiffusionPipeline
+    from safetensors.torch import load_file
+
+    out = tmp_path_factory.mktemp("models") / "tiny-sd-pickle"
+    StableDiffusionPipeline.from_pretrained(tiny_sd).save_pretrained(out, safe_serialization=False)
+    encoder = out / "text_encoder"
+    torch.save(load_file(encoder / "model.safetensors"), encoder / "pytorch_model.bin")
+    (encoder / "model.safetensors").unlink()
+    assert not list(out.rglob("*.safetensors"))
+    return out
+
+
+def _booby_trapped_pickle(path, marker):
+    """A pickle that creates `marker` when it is unpickled, as a hostile checkpoint would run code."""
+    import pickle
+
+    class Trap:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    path.write_bytes(pickle.dumps(Trap()))
+
+
+def test_pickle_only_weights_are_refused_naming_the_files_and_the_field(pickled_sd):
+    names = "text_encoder/pytorch_model.bin, unet/diffusion_pytorch_model.bin, vae/diffusion_pytorch_model.bin"
+    for refuse in (
+        lambda: preflight(_spec(pickled_sd)),
+        lambda: load_pipeline_set(_spec(pickled_sd), placement(ComputeSpec())),
+    ):
+        with pytest.raises(ModelLoadError) as err:
+            refuse()
+        message = str(err.value)
+        assert message.startswith(f"model.id: {pickled_sd} has pickle weights with no safetensors beside them")
+        assert f"({names})" in message and "set model.allow_pickle: true" in message
+
+
+def test_allow_pickle_loads_pickle_weights_with_a_warning(pickled_sd, reference, caplog):
+    spec = _spec(pickled_sd, allow_pickle=True)
+    with caplog.at_level(logging.WARNING, logger="diffgen"):
+        pipes = load_pipeline_set(spec, placement(spec.compute))
+    assert "model.id: loading pickle weights text_encoder/pytorch_model.bin, unet/" in caplog.text
+    assert "(model.allow_pickle is true)" in caplog.text
+    (result,) = generate(pipes, [Request("a cat", "", 5, 3.0, 2, 32, 32)], 1)
+    # The same weights as the safetensors original: the same image.
+    assert np.abs(result.pixels.astype(int) - reference.astype(int)).max() <= 2
+
+
+@pytest.mark.parametrize("allow_pickle", [False, True])
+def test_a_pickle_beside_safetensors_is_never_read(tiny_sd, tmp_path, allow_pickle):
+    import shutil
+
+    model = shutil.copytree(tiny_sd, tmp_path / "model")
+    marker = tmp_path / "pickle-ran"
+    _booby_trapped_pickle(model / "unet" / "diffusion_pytorch_model.bin", marker)
+    spec = _spec(model, allow_pickle)
+    pipes = load_pipeline_set(spec, placement(spec.compute))
+    assert pipes.base.unet is not None
+    assert not marker.exists()
+
+
+def test_a_pickle_only_controlnet_needs_its_own_switch(tiny_sd, tiny_controlnet, tmp_path):
+    from diffusers import ControlNetModel
+
+    pickled = tmp_path / "controlnet"
+    ControlNetModel.from_pretrained(tiny_controlnet).save_pretrained(pickled, safe_serialization=False)
+    controlnet = {"name": "edges", "model": {"id": str(pickled)}}
+    with pytest.raises(
+        ModelLoadError,
+        match=r"^controlnets.0.model.id: .* \(diffusion_pytorch_model.bin\); .* set controlnets.0.model.allow_pickle",
+    ):
+        preflight(_spec(tiny_sd, allow_pickle=True, controlnets=[controlnet]))
+    controlnet["model"]["allow_pickle"] = True
+    assert preflight(_spec(tiny_sd, controlnets=[controlnet])).name == "sd"
+
+
+@pytest.mark.parametrize("allow_pickle", [False, True])
+def test_custom_code_in_a_model_folder_never_runs(tiny_sd, tmp_path, allow_pickle):
+    """diffusers imports a component's own .py file only with `trust_remote_code=True`, which diffgen never passes."""
+    import shutil
+
+    model = shutil.copytree(tiny_sd, tmp_path / "model")
+    marker = tmp_path / "custom-code-ran"
+    (model / "unet" / "evil_unet.py").write_text(
+        f"from pathlib import Path\nPath({str(marker)!r}).touch()\n"
+        "from diffusers import UNet2DConditionModel\n\nclass EvilUNet(UNet2DConditionModel):\n    pass\n"
+    )
+    index = json.loads((model / "model_index.json").read_text())
+    index["unet"] = ["evil_unet", "EvilUNet"]
+    (model / "model_index.json").write_text(json.dumps(index))
+    spec = _spec(model, allow_pickle)
+    with pytest.raises(ModelLoadError, match=r"declares component 'unet' as \['evil_unet', 'EvilUNet'\], custom code"):
+        preflight(spec)
+    # Past the pre-flight, diffusers itself must refuse: what it does with the arguments diffgen passes.
+    with pytest.raises(ModelLoadError, match="contains custom code"):
+        load_pipeline(spec.model, placement(spec.compute))
+    assert not marker.exists()
