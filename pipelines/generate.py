@@ -5,7 +5,8 @@
 2. generate: an actor pool, one diffusers pipeline per actor, on its GPU or the CPU
 3. qc (when enabled): CLIP score, black/flat/duplicate checks on their own actor; rejects below thresholds
 4. write: PNG-encode, write images, commit an index shard per batch
-5. compact the index to one row per record, reconcile the counts, write run.json last
+5. compact the index to one row per record; with QC, merge the FID statistics and write qc/report.*
+6. reconcile the counts, write run.json last
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ import ray
 
 from diffgen import storage
 from diffgen.index import compact, read_index
+from diffgen.report import QcEvidence, write_report
 from diffgen.stages import GenerateStage, WriteStage, check_chain
 from diffgen.stages.qc import QcStage
 from diffgen.versions import package_versions
 from pipelines.cluster import connect
 from pipelines.plan import Plan, plan, write_rejects
+from pipelines.qc import StatsSink, gather, qc_map
 from schemas.job import JobSpec
-from schemas.qc import QcSpec
 from schemas.record import RecordStatus
 from schemas.run import RunCounts, RunSummary
 
@@ -46,14 +48,6 @@ class _GenerateActor(GenerateStage):
         self.setup()
 
 
-class _QcActor(QcStage):
-    """Scores on its own actor so generation actors are never held up by QC."""
-
-    def __init__(self, spec: QcSpec):
-        super().__init__(spec)
-        self.setup()
-
-
 def _blocks(table: pa.Table, batch_size: int, num_actors: int) -> list[pa.Table]:
     """Whole batches per block, and enough blocks (~4 per actor) that every actor gets work."""
     batches_per_block = max(1, min(8, table.num_rows // (batch_size * num_actors * 4)))
@@ -61,13 +55,14 @@ def _blocks(table: pa.Table, batch_size: int, num_actors: int) -> list[pa.Table]
     return [table.slice(i, rows) for i in range(0, table.num_rows, rows)]
 
 
-def execute(p: Plan) -> None:
-    """Generate and write every record in `p.todo`."""
+def execute(p: Plan) -> QcEvidence | None:
+    """Generate and write every record in `p.todo`; with QC on, what the scoring actors measured."""
     spec, compute = p.spec, p.spec.compute
     writer = WriteStage(spec, p.output, p.run_id, p.credentials)
     stages = [GenerateStage(spec), *([QcStage(spec.qc)] if spec.qc.enabled else []), writer]
     check_chain(p.todo.column_names, stages)
     connect()
+    sink = StatsSink.remote() if spec.qc.enabled else None
     ds = ray.data.from_arrow(_blocks(p.todo, compute.batch_size, compute.num_actors))
     ds = ds.map_batches(
         _GenerateActor,
@@ -78,21 +73,15 @@ def execute(p: Plan) -> None:
         num_gpus=compute.gpus_per_actor,
         num_cpus=compute.cpus_per_actor,
     )
-    if spec.qc.enabled:
-        ds = ds.map_batches(
-            _QcActor,
-            fn_constructor_args=(spec.qc,),
-            batch_size=compute.batch_size,
-            batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=1),
-            # A quarter GPU next to the generators when there are GPUs; otherwise no reserved CPU,
-            # for the same two-core starvation reason as the generation actors.
-            num_gpus=0.25 if compute.gpus_per_actor > 0 else 0,
-            num_cpus=0,
-        )
+    if sink is not None:
+        ds = qc_map(ds, spec.qc, sink, batch_size=compute.batch_size, gpus=compute.gpus_per_actor)
     ds = ds.map_batches(writer, batch_size=compute.batch_size, batch_format="pyarrow", num_cpus=0.5)
     for _ in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
         pass
+    if sink is None:
+        return None
+    stats, covered, reference = gather(sink)
+    return QcEvidence(stats, covered, reference)
 
 
 def run(spec: JobSpec) -> RunSummary:
@@ -100,12 +89,14 @@ def run(spec: JobSpec) -> RunSummary:
     p = plan(spec)
     log.info("plan: %s", p.describe())
     write_rejects(p)
-    if p.todo.num_rows:
-        execute(p)
+    evidence = execute(p) if p.todo.num_rows else None
     removed = compact(p.output)
     if removed:
         log.info("index compacted: %d superseded row(s) removed", removed)
-    summary = summarize(p, read_index(p.output), started, time.perf_counter() - t0)
+    index = read_index(p.output)
+    if spec.qc.enabled and index is not None:
+        write_report(p.output, spec.qc, index, evidence or QcEvidence({}, 0, None), created_at=datetime.now(UTC))
+    summary = summarize(p, index, started, time.perf_counter() - t0)
     storage.write_bytes(storage.join(p.output, RUN_FILE), summary.model_dump_json(indent=2).encode())
     return summary
 

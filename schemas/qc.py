@@ -37,6 +37,24 @@ class QcSpec(BaseModel):
     fid_group_by: str | None = Field(
         default=None, min_length=1, description="Column whose value splits FID statistics into groups."
     )
+    reference: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Reference image set (a folder of PNG/JPEG or Parquet with an image column, any URI): "
+        "FID is measured against it and images within phash_max_distance of one of its images are rejected.",
+    )
+    reference_image_column: str = Field(
+        default="image", min_length=1, description="The encoded-image column when the reference is Parquet."
+    )
+    reference_stats: str | None = Field(
+        default=None,
+        min_length=1,
+        description="A statistics file (diffgen-feature-stats .npz) to measure FID against instead of a reference "
+        "set; it must have been computed with this fid_backbone.",
+    )
+    report_examples: int = Field(
+        default=8, ge=0, le=64, description="Best- and worst-scoring images shown in qc/report.html, each."
+    )
 
     @model_validator(mode="after")
     def _models_are_given(self) -> QcSpec:
@@ -49,6 +67,8 @@ class QcSpec(BaseModel):
             problems.append("fid_backbone 'inception-v3-pt' needs fid_weights (the FID Inception weights file)")
         if self.fid_backbone != "inception-v3-pt" and self.fid_weights is not None:
             problems.append(f"fid_weights is only read by fid_backbone 'inception-v3-pt', not '{self.fid_backbone}'")
+        if self.reference is not None and self.reference_stats is not None:
+            problems.append("give reference or reference_stats, not both")
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -8,7 +8,7 @@ would make the number irreproducible.
 
 The statistics are cached as an artifact next to the reference,
 `<folder>/.diffgen-fid-stats-<backbone>-<resize>.npz` (for a Parquet file, beside it with its
-name inside), or under `cache_uri` when the reference must stay read-only. A cached file is
+name inside), and its perceptual hashes (for duplicate checks) as `.diffgen-phash.parquet`, or under `cache_uri` when the reference must stay read-only. A cached file is
 reused when its mode matches and its count equals the number of reference images now present;
 a reference whose images were replaced one for one needs `refresh=True`.
 """
@@ -31,6 +31,7 @@ from PIL import Image
 
 from diffgen import storage
 from diffgen.metrics.frechet import FeatureStats, FeatureStatsError
+from diffgen.metrics.image_checks import phash
 
 if TYPE_CHECKING:
     from diffgen.metrics.backbones import Backbone
@@ -50,18 +51,26 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
 
 
-def stats_cache_uri(reference_uri: str, backbone: Backbone, cache_uri: str | None = None) -> str:
-    """Where the statistics of `reference_uri` under `backbone` are cached."""
-    mode = f"{_slug(backbone.name)}-{_slug(backbone.resize)}"
+def _cache_uri(reference_uri: str, what: str, cache_uri: str | None) -> str:
     ref = reference_uri.rstrip("/")
     if cache_uri is not None:
         # One cache folder serves many references: the reference's URI picks the file.
         key = hashlib.sha256(ref.encode()).hexdigest()[:12]
-        return storage.join(cache_uri, f"diffgen-fid-stats-{key}-{mode}.npz")
+        return storage.join(cache_uri, f"diffgen-{key}-{what}")
     if ref.endswith(".parquet"):
         parent, name = posixpath.split(ref)
-        return storage.join(parent, f".diffgen-fid-stats-{_slug(name)}-{mode}.npz")
-    return storage.join(ref, f".diffgen-fid-stats-{mode}.npz")
+        return storage.join(parent, f".diffgen-{_slug(name)}-{what}")
+    return storage.join(ref, f".diffgen-{what}")
+
+
+def stats_cache_uri(reference_uri: str, backbone: Backbone, cache_uri: str | None = None) -> str:
+    """Where the statistics of `reference_uri` under `backbone` are cached."""
+    return _cache_uri(reference_uri, f"fid-stats-{_slug(backbone.name)}-{_slug(backbone.resize)}.npz", cache_uri)
+
+
+def hashes_cache_uri(reference_uri: str, cache_uri: str | None = None) -> str:
+    """Where the perceptual hashes of `reference_uri` are cached."""
+    return _cache_uri(reference_uri, "phash.parquet", cache_uri)
 
 
 def load_stats(uri: str, backbone: Backbone | None = None) -> FeatureStats:
@@ -137,6 +146,33 @@ def reference_stats(
     return stats
 
 
+def reference_hashes(
+    uri: str, *, cache_uri: str | None = None, image_column: str = "image", refresh: bool = False
+) -> tuple[list[str], list[int]]:
+    """(name, 64-bit pHash) of every reference image, for duplicate checks; cached like the statistics."""
+    source = _Source(uri, image_column)
+    cache = hashes_cache_uri(uri, cache_uri)
+    if not refresh and storage.exists(cache):
+        try:
+            cached = storage.read_parquet(cache)
+            names, hashes = cached.column("name").to_pylist(), cached.column("phash").to_pylist()
+        except Exception as e:  # a damaged cache is recomputed, whatever the reader raises
+            log.warning("ignoring cached reference hashes %s: %s", cache, e)
+        else:
+            if len(names) == source.count:
+                return names, hashes
+    names, hashes = [], []
+    for name, image in source.images():
+        names.append(name)
+        hashes.append(phash(image))
+    table = pa.table({"name": pa.array(names, pa.string()), "phash": pa.array(hashes, pa.uint64())})
+    try:
+        storage.write_parquet(table, cache)
+    except Exception as e:  # as for the statistics: the hashes are still good
+        log.warning("cannot cache reference hashes at %s (%s)", cache, e)
+    return names, hashes
+
+
 class _Source:
     """The reference's image files or Parquet files, and how many images they hold."""
 
@@ -148,7 +184,8 @@ class _Source:
                 raise ReferenceSetError(f"reference {uri} does not exist")
             self.files, self.parquet = [uri], True
         else:
-            listing = storage.list_files(uri)
+            # The caches written beside a reference are not part of it.
+            listing = [f for f in storage.list_files(uri) if not posixpath.basename(f).startswith(".diffgen-")]
             images = [f for f in listing if f.lower().endswith(IMAGE_SUFFIXES)]
             parquets = [f for f in listing if f.endswith(".parquet")]
             if not images and not parquets:

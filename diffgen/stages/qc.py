@@ -6,6 +6,10 @@ failed pass through untouched. A row failing a check becomes `rejected` with eve
 `error` (e.g. "qc: clip_score 12.3 < 20.0; flat") and in `qc_reasons`. Near duplicates are
 looked for among the rows that pass the other checks, so the first image of a cluster is kept.
 
+With a reference set, a passing image within `phash_max_distance` bits of a reference image is
+rejected too ("reference duplicate of <name>"), and `self.reference` holds the reference's
+FID statistics in the same backbone, computed once and cached beside the reference.
+
 `self.stats` grows with every batch; a driver collects `stats_table()` from each worker and
 merges the rows with `merge_stats_tables`. A retried batch counts again, so FID statistics
 are exact only for runs without retries (they are a summary, not a record).
@@ -21,7 +25,8 @@ import pyarrow as pa
 from diffgen.metrics.backbones import Backbone, ClipBackbone, load_backbone
 from diffgen.metrics.clip_score import ClipScorer
 from diffgen.metrics.frechet import FeatureStats
-from diffgen.metrics.image_checks import check_images, near_duplicates
+from diffgen.metrics.image_checks import check_images, near_duplicates, reference_duplicates
+from diffgen.metrics.reference import load_stats, reference_hashes, reference_stats
 from schemas.qc import QcSpec
 from schemas.record import RecordStatus
 
@@ -42,6 +47,9 @@ class QcStage:
         if spec.fid_group_by is not None:
             self.reads = (*QcStage.reads, spec.fid_group_by)
         self.stats: dict[str, FeatureStats] = {}
+        self.reference: FeatureStats | None = None
+        self._reference_names: list[str] = []
+        self._reference_hashes: list[int] = []
         self._scorer: ClipScorer | None = None
         self._backbone: Backbone | None = None
 
@@ -53,6 +61,13 @@ class QcStage:
             self._backbone = ClipBackbone(self._scorer.clip)
         else:
             self._backbone = load_backbone(self.spec.fid_backbone, self.spec.fid_weights, self.device)
+        spec = self.spec
+        if spec.reference is not None:
+            column = spec.reference_image_column
+            self._reference_names, self._reference_hashes = reference_hashes(spec.reference, image_column=column)
+            self.reference = reference_stats(spec.reference, self._backbone, image_column=column)
+        elif spec.reference_stats is not None:
+            self.reference = load_stats(spec.reference_stats, self._backbone)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         if self._backbone is None:
@@ -84,6 +99,14 @@ class QcStage:
                 found.append("flat")
             reasons[i] = found
         passing = [i for i in todo if not reasons[i]]
+        if self._reference_hashes:
+            found = reference_duplicates(
+                [hashes[i] for i in passing], self._reference_hashes, self.spec.phash_max_distance
+            )
+            for i, ref in zip(passing, found):
+                if ref >= 0:
+                    reasons[i].append(f"reference duplicate of {self._reference_names[ref]}")
+            passing = [i for i in passing if not reasons[i]]
         for i, first in zip(passing, near_duplicates([hashes[i] for i in passing], self.spec.phash_max_distance)):
             if first >= 0:
                 reasons[i].append(f"duplicate of {rows[passing[first]]['record_id']}")

@@ -2,12 +2,21 @@
 
 import json
 
+import numpy as np
 import pytest
 
+from diffgen import storage
 from diffgen.index import read_index
+from diffgen.metrics.backbones import PixelBackbone
+from diffgen.metrics.frechet import FeatureStats
+from diffgen.metrics.frechet import fid as fid_value
+from diffgen.metrics.reference import reference_stats
 from diffgen.metrics.tiny_clip import build_tiny_clip
+from diffgen.png import decode_png, encode_png
 from pipelines.generate import run
+from pipelines.qc import qc_output
 from schemas.job import load_job_spec
+from schemas.qc import QcSpec
 from tests.conftest import write_job, write_manifest
 
 
@@ -34,3 +43,59 @@ def test_clip_threshold_rejects_and_counts_agree_with_the_index(ray_cluster, tmp
     assert (c.images_expected, c.images_written, c.rejected, c.failed) == (6, 0, 6, 0)
     assert summary.status == "failed"
     assert json.loads((tmp_path / "out" / "run.json").read_text())["counts"]["rejected"] == 6
+
+
+def _reference(folder, n=12, size=32):
+    rng = np.random.default_rng(5)
+    for k in range(n):
+        storage.write_bytes(storage.join(str(folder), f"ref-{k:02d}.png"),
+                            encode_png(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)))  # fmt: skip
+    return str(folder)
+
+
+def test_run_writes_a_report_with_fid_per_group_merged_from_the_scoring_actor(ray_cluster, tmp_path, tiny_sd):
+    rows = [{"id": f"r{i}", "prompt": f"a shape {i}", "num_images": 2, "label": f"c{i % 2}"} for i in range(4)]
+    manifest = write_manifest(tmp_path / "m.parquet", rows)
+    qc = {"enabled": True, "fid_group_by": "label", "reference": _reference(tmp_path / "ref"), "report_examples": 3}
+    out = tmp_path / "out"
+    summary = run(
+        load_job_spec(write_job(tmp_path / "job.yaml", tiny_sd, qc=qc), manifest=str(manifest), output=str(out))
+    )
+
+    report = json.loads((out / "qc" / "report.json").read_text())
+    written = summary.counts.images_written
+    assert report["counts"].get("written", 0) == written and written >= 2
+    fid = report["fid"]
+    assert (fid["covered_images"], fid["written_images"], fid["reference_count"]) == (written, written, 12)
+    groups = {g["group"]: g for g in fid["groups"]}
+    assert groups["__all__"]["count"] == written
+    assert sum(g["count"] for name, g in groups.items() if name != "__all__") == written
+    assert set(groups) - {"__all__"} <= {"c0", "c1"}
+    # The number is the kernel's on the generated images' features, computed here from scratch.
+    backbone = PixelBackbone(16)
+    index = read_index(str(out)).to_pylist()
+    images = [decode_png((out / r["image_uri"].split(str(out) + "/")[1]).read_bytes())[0] for r in index
+              if r["status"] == "written"]  # fmt: skip
+    ref = reference_stats(qc["reference"], backbone)
+    mine = FeatureStats(backbone.name, backbone.resize, backbone.dim).update(backbone.extract(images))
+    # Written PNGs carry the watermark the scored pixels did not: the distance moves by a little only.
+    assert groups["__all__"]["fid"] == pytest.approx(fid_value(mine, ref).value, rel=0.02)
+    assert fid["backbone"] == "pixels-16" and fid["resize"] == backbone.resize
+    assert len(report["best"]) == min(3, written) and (out / "qc" / "report.html").stat().st_size > 1000
+
+
+def test_diffgen_qc_rescores_an_old_output_without_touching_its_index(ray_cluster, tmp_path, tiny_sd):
+    rows = [{"id": f"r{i}", "prompt": f"a shape {i}", "num_images": 1} for i in range(4)]
+    manifest = write_manifest(tmp_path / "m.parquet", rows)
+    out = tmp_path / "out"
+    summary = run(load_job_spec(write_job(tmp_path / "job.yaml", tiny_sd), manifest=str(manifest), output=str(out)))
+    before = read_index(str(out))
+    assert not (out / "qc").exists()
+
+    spec = QcSpec(enabled=True, reference=_reference(tmp_path / "ref"), flat_std=1000.0)
+    report = qc_output(str(out), spec)
+
+    assert report.mode == "rescore" and report.would_reject == summary.counts.images_written
+    assert report.reasons == {"flat": summary.counts.images_written}
+    assert read_index(str(out)).equals(before)
+    assert json.loads((out / "qc" / "report.json").read_text())["would_reject"] == report.would_reject

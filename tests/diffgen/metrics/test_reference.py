@@ -11,7 +11,15 @@ from PIL import Image
 from diffgen import storage
 from diffgen.metrics.backbones import PixelBackbone
 from diffgen.metrics.frechet import FeatureStats
-from diffgen.metrics.reference import ReferenceSetError, load_stats, reference_stats, stats_cache_uri
+from diffgen.metrics.image_checks import phash
+from diffgen.metrics.reference import (
+    ReferenceSetError,
+    hashes_cache_uri,
+    load_stats,
+    reference_hashes,
+    reference_stats,
+    stats_cache_uri,
+)
 
 
 class CountingBackbone(PixelBackbone):
@@ -79,7 +87,7 @@ def test_parquet_reference_file_and_hf_struct_column(tmp_path, images):
     stats = reference_stats(uri, PixelBackbone(16))
     direct = FeatureStats("pixels-16", PixelBackbone(16).resize, 768).update(PixelBackbone(16).extract(images[:5]))
     np.testing.assert_allclose(stats.outer, direct.outer, rtol=0, atol=1e-9)
-    assert (tmp_path / ".diffgen-fid-stats-ref.parquet-pixels-16-pil-bicubic-antialias-16x16.npz").is_file()
+    assert (tmp_path / ".diffgen-ref.parquet-fid-stats-pixels-16-pil-bicubic-antialias-16x16.npz").is_file()
 
 
 def test_folder_of_parquet_shards_with_a_named_column(tmp_path, images):
@@ -170,3 +178,28 @@ def test_a_damaged_cache_is_recomputed(tmp_path, images):
     storage.write_bytes(stats_cache_uri(ref, backbone), b"garbage")
     assert reference_stats(ref, backbone).count == 3 and backbone.seen == 3
     assert load_stats(stats_cache_uri(ref, backbone), backbone).count == 3
+
+
+def test_reference_hashes_are_phash_of_each_image_and_cached(tmp_path, images):
+    folder = str(tmp_path / "ref")
+    names = _write_folder(folder, images[:5])
+    got_names, hashes = reference_hashes(folder)
+    assert sorted(got_names) == sorted(names)
+    by_name = dict(zip(got_names, hashes))
+    assert [by_name[n] for n in names] == [phash(x) for x in images[:5]]
+    cache = hashes_cache_uri(folder)
+    assert storage.exists(cache)
+    # Served from the cache: a changed cache value comes back as is.
+    storage.write_parquet(pa.table({"name": got_names, "phash": pa.array([1] * 5, pa.uint64())}), cache)
+    assert reference_hashes(folder)[1] == [1] * 5
+    assert reference_hashes(folder, refresh=True)[1] == hashes
+
+
+def test_caches_beside_a_folder_of_shards_are_not_read_as_shards(tmp_path, images):
+    folder = str(tmp_path / "shards")
+    storage.write_parquet(pa.table({"image": [_png(x) for x in images[:3]]}), storage.join(folder, "a.parquet"))
+    assert len(reference_hashes(folder)[0]) == 3
+    assert reference_stats(folder, PixelBackbone(16)).count == 3
+    # Both caches now sit in the folder; neither is taken for a shard of images.
+    assert len(reference_hashes(folder, refresh=True)[0]) == 3
+    assert reference_stats(folder, PixelBackbone(16), refresh=True).count == 3

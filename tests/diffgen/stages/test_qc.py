@@ -7,10 +7,13 @@ import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
+from diffgen import storage
 from diffgen.metrics.backbones import BACKBONES
 from diffgen.metrics.clip_score import ClipScorer
 from diffgen.metrics.frechet import FeatureStats
+from diffgen.metrics.reference import ReferenceSetError
 from diffgen.metrics.tiny_clip import build_tiny_clip
+from diffgen.png import encode_png
 from diffgen.stages import check_chain
 from diffgen.stages.qc import ALL_GROUP, QcStage, merge_stats_tables
 from schemas.qc import FidBackboneName, QcSpec
@@ -146,3 +149,29 @@ def test_spec_backbones_match_the_table_and_errors_name_the_field():
     ]:
         with pytest.raises(ValidationError, match=field):
             QcSpec(**bad)
+
+
+def test_an_image_copying_a_reference_image_is_rejected_and_reference_stats_are_loaded(tmp_path):
+    reference = str(tmp_path / "ref")
+    copied = _noise(7)
+    for k, image in enumerate([copied, *(_noise(100 + k) for k in range(5))]):
+        storage.write_bytes(storage.join(reference, f"ref-{k}.png"), encode_png(image))
+    stage = _stage(reference=reference)
+    assert stage.reference is not None and stage.reference.count == 6
+    assert stage.reference.backbone == "pixels-16"
+
+    rows = _rows(stage(_batch({"copy": copied, "fresh": _noise(8)})))
+    assert rows["copy"]["status"] == "rejected"
+    assert rows["copy"]["qc_reasons"] == [f"reference duplicate of {storage.join(reference, 'ref-0.png')}"]
+    assert rows["fresh"]["status"] is None and rows["fresh"]["qc_reasons"] == []
+    # Only the kept image is in the FID statistics.
+    assert stage.stats[ALL_GROUP].count == 1
+
+
+def test_reference_stats_file_of_another_backbone_is_refused(tmp_path, tiny_clip):
+    other = FeatureStats("clip:elsewhere", "clip-224", 4).update(np.eye(4))
+    path = tmp_path / "ref.npz"
+    path.write_bytes(other.to_bytes())
+    assert QcStage(QcSpec(enabled=True, reference_stats=str(path))).reference is None
+    with pytest.raises(ReferenceSetError, match="recompute the reference statistics"):
+        _stage(reference_stats=str(path))
