@@ -251,6 +251,11 @@ def load_job_spec(
             candidate = model["id"]
             if candidate.startswith((".", "/")) or (base / candidate).exists():
                 model["id"] = _resolve_relative(candidate, base)
+    qc = data.get("qc")
+    if isinstance(qc, dict):
+        for key in ("clip_model", "fid_weights", "reference", "reference_stats"):
+            if isinstance(qc.get(key), str):
+                qc[key] = _resolve_relative(qc[key], base)
     loras = data.get("loras")
     if isinstance(loras, list):
         for lora in loras:

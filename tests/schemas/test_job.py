@@ -20,6 +20,15 @@ def test_relative_paths_resolve_against_the_job_file(tmp_path: Path):
     assert spec.run_id == "job"
 
 
+def test_qc_paths_resolve_against_the_job_file_and_uris_stay(tmp_path: Path):
+    text = "model: {id: org/m}\nqc: {enabled: true, clip_model: models/clip, reference: s3://b/ref}\n"
+    spec = load_job_spec(_write(tmp_path, text))
+    assert spec.qc.clip_model == str(tmp_path / "models" / "clip")
+    assert spec.qc.reference == "s3://b/ref"
+    spec = load_job_spec(_write(tmp_path, "model: {id: org/m}\nqc: {enabled: true, reference_stats: ref.npz}\n"))
+    assert spec.qc.reference_stats == str(tmp_path / "ref.npz")
+
+
 def test_hub_ids_and_remote_uris_are_left_alone(tmp_path: Path):
     spec = load_job_spec(
         _write(tmp_path, "model: {id: org/model, revision: abc}\nmanifest: s3://b/m.parquet\noutput: s3://b/o\n")
