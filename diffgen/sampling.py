@@ -9,11 +9,15 @@ groups first; grouping never changes an image.
 Two kinds of problem come back per record instead of raising: a request the model
 cannot run as asked (`rejected`: a size it cannot take, a mode its family lacks) and
 a pipeline call that raised (`failed`, for every record of that call only).
+
+`prompt_truncation` says where the text encoders cut a prompt that is too long, which
+diffusers itself only logs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -26,6 +30,8 @@ from PIL import Image
 
 from diffgen.families import mode_for
 from diffgen.variants import PipelineSet, call_parameters
+
+TOKENIZERS = ("tokenizer", "tokenizer_2", "tokenizer_3")
 
 
 @dataclass(frozen=True, eq=False)
@@ -110,6 +116,36 @@ def check(pipes: PipelineSet, r: Request) -> str | None:
         if r.steps * r.strength < 1:
             return f"strength: {r.strength} of {r.steps} steps leaves no denoising step; raise steps or strength"
     return None
+
+
+def prompt_limits(pipe: DiffusionPipeline) -> list[tuple[str, Any, int]]:
+    """(name, tokenizer, token limit) of each text encoder's tokenizer, as the pipeline applies them.
+
+    A CLIP tokenizer is cut at its own `model_max_length` (77); a T5 one at the call's default
+    `max_sequence_length` (SD3 256, Flux 512), which diffgen does not override.
+    """
+    t5_limit = inspect.signature(type(pipe).__call__).parameters.get("max_sequence_length")
+    limits = []
+    for name in TOKENIZERS:
+        tokenizer = getattr(pipe, name, None)
+        if tokenizer is None:
+            continue
+        clip = type(tokenizer).__name__.startswith("CLIP") or t5_limit is None
+        limits.append((name, tokenizer, tokenizer.model_max_length if clip else t5_limit.default))
+    return limits
+
+
+def prompt_truncation(limits: Sequence[tuple[str, Any, int]], prompt: str) -> str | None:
+    """Where the text encoders cut `prompt`, e.g. 'tokenizer: 112 > 77 tokens'; None when it fits them all.
+
+    Counts include the start/end tokens, as the limits do.
+    """
+    cuts = []
+    for name, tokenizer, limit in limits:
+        count = len(tokenizer(prompt, verbose=False).input_ids)
+        if count > limit:
+            cuts.append(f"{name}: {count} > {limit} tokens")
+    return "; ".join(cuts) or None
 
 
 def generate(pipes: PipelineSet | DiffusionPipeline, requests: Sequence[Request], max_batch: int) -> list[Result]:

@@ -30,6 +30,14 @@ class OutputRecord(BaseModel):
     sha256: str | None = Field(description="Of the PNG bytes at image_uri.")
     seed: int
     prompt: str
+    prompt_truncated: bool | None = Field(
+        default=None,
+        description="The prompt exceeded a text encoder's token limit and was cut there (diffusers only logs it). "
+        "Not the QC stage's clip_truncated, which is about the CLIP scorer.",
+    )
+    prompt_truncation: str | None = Field(
+        default=None, description="Where it was cut, per tokenizer: e.g. 'tokenizer: 112 > 77 tokens'."
+    )
     negative_prompt: str
     guidance_scale: float
     steps: int
@@ -74,6 +82,8 @@ INDEX_SCHEMA = pa.schema(
         ("sha256", pa.string()),
         ("seed", pa.int64()),
         ("prompt", pa.string()),
+        ("prompt_truncated", pa.bool_()),
+        ("prompt_truncation", pa.string()),
         ("negative_prompt", pa.string()),
         ("guidance_scale", pa.float64()),
         ("steps", pa.int32()),

@@ -4,6 +4,8 @@ Per row it reads the input images (init, mask, one per ControlNet), applies the
 ControlNets' preprocessors, and samples. A row whose inputs cannot be used (an image
 missing or corrupt, a control cell empty, a size the model cannot take) gets status
 `rejected` and a reason in `error`; a sampler error gets `failed`; the batch goes on.
+A prompt longer than a text encoder's limit is cut by diffusers; the row records it
+(`prompt_truncated`, and where in `prompt_truncation`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 from diffgen.control import preprocess
 from diffgen.images import ImageInputError, InputImage, read_image
 from diffgen.loading import load_pipeline_set, placement
-from diffgen.sampling import Request, Result, generate
+from diffgen.sampling import Request, Result, generate, prompt_limits, prompt_truncation
 from diffgen.variants import PipelineSet
 from schemas.job import JobSpec
 from schemas.record import RecordStatus
@@ -39,6 +41,7 @@ class GenerateStage:
     adds = (
         "pixels", "status", "error", "cfg", "pipeline_class",
         "init_image_sha256", "mask_image_sha256", "control_image_uris", "control_image_sha256",
+        "prompt_truncated", "prompt_truncation",
     )  # fmt: skip
 
     def __init__(self, spec: JobSpec):
@@ -88,7 +91,21 @@ class GenerateStage:
         for i, result in zip(where, generate(self.pipes, requests, max_batch=self.spec.compute.batch_size)):
             results[i] = result
         self._retry_failed(requests, where, results)
-        return self._columns(batch, results, inputs)
+        table = self._columns(batch, results, inputs)
+        return self._truncation_columns(table, [row["prompt"] for row in rows])
+
+    def _truncation_columns(self, batch: pa.Table, prompts: list[str]) -> pa.Table:
+        limits = prompt_limits(self.pipes.base)
+        notes = {prompt: prompt_truncation(limits, prompt) for prompt in set(prompts)}
+        cut = [notes[p] for p in prompts]
+        truncated = sum(note is not None for note in cut)
+        if truncated:
+            log.warning(
+                "%d of %d prompt(s) in this batch exceed a text encoder's token limit and are truncated "
+                "(index columns prompt_truncated, prompt_truncation)", truncated, len(prompts),
+            )  # fmt: skip
+        batch = batch.append_column("prompt_truncated", pa.array([n is not None for n in cut], pa.bool_()))
+        return batch.append_column("prompt_truncation", pa.array(cut, pa.string()))
 
     def _retry_failed(self, requests: list[Request], where: list[int], results: list[Result | None]) -> None:
         """Try a failed image again alone, up to `policy.row_retries` times: the failure of its group

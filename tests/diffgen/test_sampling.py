@@ -1,11 +1,15 @@
-"""Sampling with a tiny real pipeline loaded from disk: determinism and batch invariance."""
+"""Sampling with a tiny real pipeline loaded from disk: determinism, batch invariance, prompt truncation."""
+
+import inspect
+import logging
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from diffgen.loading import load_pipeline, placement
-from diffgen.sampling import Request, generate
+from diffgen.sampling import Request, generate, prompt_limits, prompt_truncation
 from schemas.job import ComputeSpec, ModelSpec
 
 TOL = 2  # uint8 levels; seeded CPU runs agree to ~1e-6 before quantisation
@@ -76,3 +80,47 @@ def test_guidance_at_most_1_skips_the_unconditional_pass(pipe):
     steps = 4
     assert batches == [1] * steps + [1] * steps + [2] * steps  # groups run in guidance order: 0.5, 1.0, 3.0
     assert (on.cfg, off.cfg, edge.cfg) == (True, False, False)
+
+
+def _diffusers_cuts(pipe, prompt: str, caplog) -> set[str]:
+    """Which kinds of encoder diffusers itself says it truncated `prompt` for ('clip', 't5'), from its warnings."""
+    params = inspect.signature(pipe.encode_prompt).parameters
+    defaults = {"prompt_2": None, "prompt_3": None, "device": torch.device("cpu"), "num_images_per_prompt": 1,
+                "do_classifier_free_guidance": False}  # fmt: skip
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="diffusers"), torch.inference_mode():
+        pipe.encode_prompt(prompt=prompt, **{k: v for k, v in defaults.items() if k in params})
+    marks = {"clip": "CLIP can only handle", "t5": "`max_sequence_length` is set to"}
+    return {kind for kind, mark in marks.items() if mark in caplog.text}
+
+
+@pytest.mark.parametrize(
+    "family, limits",
+    [
+        ("sd", {"tokenizer": 77}),
+        ("sdxl", {"tokenizer": 77, "tokenizer_2": 77}),
+        ("sd3", {"tokenizer": 77, "tokenizer_2": 77, "tokenizer_3": 256}),
+        ("flux", {"tokenizer": 77, "tokenizer_2": 512}),
+    ],
+)
+def test_truncation_is_recorded_exactly_where_diffusers_cuts(tiny_family, caplog, family, limits):
+    """CLIP at its tokenizer's 77, T5 at the pipeline's default max_sequence_length (SD3 256, Flux 512)."""
+    pipe = load_pipeline(ModelSpec(id=str(tiny_family(family)[0])), placement(ComputeSpec()))
+    found = prompt_limits(pipe)
+    assert {name: limit for name, _, limit in found} == limits
+    kind = {name: "t5" if "T5" in type(tokenizer).__name__ else "clip" for name, tokenizer, _ in found}
+    # Around every limit: one character per token in both tiny tokenizers, so n characters straddle it.
+    lengths = sorted({n for limit in limits.values() for n in range(limit - 3, limit + 1)} | {5})
+    cut_at = {}
+    for n in lengths:
+        note = prompt_truncation(found, "x" * n)
+        ours = {kind[name] for name in limits if note is not None and f"{name}: " in note}
+        assert ours == _diffusers_cuts(pipe, "x" * n, caplog), (n, note)
+        for name in limits:
+            if note is not None and f"{name}: " in note and name not in cut_at:
+                cut_at[name] = n
+    assert prompt_truncation(found, "x" * 5) is None
+    # Every encoder's boundary lies inside its window: the window's first length fits, a later one is cut.
+    assert {name: limit - 3 < cut_at.get(name, 0) <= limit for name, limit in limits.items()} == dict.fromkeys(
+        limits, True
+    )

@@ -2,6 +2,7 @@
 per-row rejection, mixed batches, and the columns it records."""
 
 import hashlib
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -180,3 +181,32 @@ def test_inpainting_with_a_mask_and_per_row_strength(optional_stage, inputs):
 def test_the_stage_reads_the_control_columns_its_controlnets_require(tiny_sd, tiny_controlnet):
     assert "control_image" in GenerateStage(_spec(tiny_sd, tiny_controlnet)).reads
     assert "control_image" not in GenerateStage(_spec(tiny_sd, tiny_controlnet, required=False)).reads
+
+
+def test_a_prompt_past_the_text_encoders_limit_is_recorded_as_truncated(optional_stage, tmp_path, caplog):
+    spec, stage = optional_stage
+    # The tiny CLIP tokenizer has one token per byte: 75 bytes and the start/end tokens fill its 77.
+    rows = [
+        {"id": "short", "prompt": "a cat", "seed": 3, "control_image": None},
+        {"id": "fits", "prompt": "x" * 75, "seed": 3, "control_image": None},
+        {"id": "cut", "prompt": "x" * 76, "seed": 3, "control_image": None},
+        {"id": "shorter", "prompt": "x" * 74, "seed": 3, "control_image": None},
+        {"id": "long", "prompt": "a cat on a mat " * 20, "seed": 3, "control_image": None},
+    ]
+    with caplog.at_level(logging.WARNING, logger="diffgen"):
+        out = _run(spec, rows, stage)
+    record = {r["id"]: r for r in out.to_pylist()}
+    assert {i: r["prompt_truncated"] for i, r in record.items()} == {
+        "short": False, "fits": False, "cut": True, "shorter": False, "long": True
+    }  # fmt: skip
+    assert record["cut"]["prompt_truncation"] == "tokenizer: 78 > 77 tokens"
+    assert record["long"]["prompt_truncation"] == "tokenizer: 202 > 77 tokens"
+    assert record["short"]["prompt_truncation"] is None and record["fits"]["prompt_truncation"] is None
+    assert "2 of 5 prompt(s) in this batch exceed a text encoder's token limit" in caplog.text
+    assert out.column("status").to_pylist() == [None] * 5  # truncated prompts still make their images
+
+    index = WriteStage(spec, str(tmp_path), "unit")(out)
+    assert dict(zip(index.column("id").to_pylist(), index.column("prompt_truncated").to_pylist())) == {
+        "short": False, "fits": False, "cut": True, "shorter": False, "long": True
+    }  # fmt: skip
+    assert index.schema.field("prompt_truncated").type == INDEX_SCHEMA.field("prompt_truncated").type
