@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from diffgen import storage
-from diffgen.metrics.frechet import FeatureStats, FeatureStatsError, fid
+from diffgen.metrics.frechet import FeatureStats, FeatureStatsError, FrechetReference
 from diffgen.report_html import render_html
 from diffgen.stages.qc import ALL_GROUP
 from diffgen.versions import package_versions
@@ -84,12 +84,16 @@ def fid_report(spec: QcSpec, evidence: QcEvidence, written: int) -> tuple[FidRep
     if ALL_GROUP not in evidence.stats:
         return None, "no image passed the per-image checks, so there are no statistics to compare"
     ref = evidence.reference
+    try:
+        prepared = FrechetReference(ref)
+    except FeatureStatsError as e:
+        return None, f"reference statistics unusable: {e}"
     groups = []
     # Every group is measured against the whole reference: the overall number first, then by value.
     for name in [ALL_GROUP, *sorted(g for g in evidence.stats if g != ALL_GROUP)]:
         stats = evidence.stats[name]
         try:
-            result = fid(stats, ref)
+            result = prepared.fid(stats)
         except FeatureStatsError as e:
             groups.append(FidGroup(group=name, fid=None, count=stats.count, reference_count=ref.count, note=str(e)))
             continue

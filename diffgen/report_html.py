@@ -134,6 +134,7 @@ def render_html(report: QcReport) -> str:
     )
     charts = (_histogram_svg("CLIP score", report.scores["clip_score"], t.get("min_clip_score"))
               + _histogram_svg("pixel std (flatness)", report.scores["pixel_std"], t.get("flat_std")))  # fmt: skip
+    key = _e(report.ranked_by or "score")
     versions = ", ".join(f"{_e(k)} {_e(v)}" for k, v in sorted(report.versions.items()))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>diffgen QC · {_e(report.run_id or report.output)}</title>
@@ -143,9 +144,9 @@ def render_html(report: QcReport) -> str:
 <h2>Counts</h2><div class="charts">{counts}{reasons}</div>{would}
 <h2>Scores</h2><div class="charts">{charts}</div>
 <h2>FID</h2>{_fid_section(report)}
-<h2>Best {len(report.best)} by {_e(report.ranked_by or "–")}</h2>{_grid(report.best, report.ranked_by)}
-<h2>Worst {len(report.worst)} by {_e(report.ranked_by or "–")}</h2>{_grid(report.worst, report.ranked_by)}
-<h2>Thresholds</h2><pre>{_e(", ".join(f"{k}={v}" for k, v in t.items()))}</pre>
+<h2>Highest {key}: {len(report.best)} written images</h2>{_grid(report.best, report.ranked_by)}
+<h2>Lowest {key}: {len(report.worst)} written images</h2>{_grid(report.worst, report.ranked_by)}
+<h2>Thresholds</h2>{_table(["setting", "value"], [[_e(k), _e(v)] for k, v in t.items()], set())}
 <p class="muted">{versions}</p>
 </body></html>
 """

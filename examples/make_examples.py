@@ -1,5 +1,5 @@
 """`python examples/make_examples.py`: write the small input images and manifests of the ControlNet
-and img2img examples (their job YAMLs sit beside them). Deterministic: re-running rewrites the
+and img2img examples (their job YAMLs sit beside them), and the default job's QC reference set. Deterministic: re-running rewrites the
 same bytes, so the committed files can be checked against it."""
 
 from __future__ import annotations
@@ -81,13 +81,24 @@ def make_img2img(folder: Path) -> None:
     _manifest(rows, schema, folder / "manifest.parquet")
 
 
+def make_reference(folder: Path) -> None:
+    """A small reference set for the default job's FID: each shape in four colours on a dark background."""
+    rng = np.random.default_rng(1)
+    colours = ((200, 40, 40), (40, 160, 60), (40, 60, 200), (220, 200, 40))
+    for kind in ("circle", "square", "triangle", "ring"):
+        for k, colour in enumerate(colours):
+            background = tuple(int(c) for c in rng.integers(0, 80, 3))
+            _save(_shape(kind, colour, background), folder / f"{kind}-{k}.png")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--root", type=Path, default=HERE, help="the examples folder (default: this script's)")
     args = parser.parse_args(argv)
     make_controlnet(args.root / "controlnet")
     make_img2img(args.root / "img2img")
-    print(f"wrote {args.root / 'controlnet'} and {args.root / 'img2img'}")
+    make_reference(args.root / "default" / "reference")
+    print(f"wrote {args.root / 'controlnet'}, {args.root / 'img2img'} and {args.root / 'default' / 'reference'}")
     return 0
 
 

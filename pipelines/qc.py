@@ -125,12 +125,13 @@ def gather(
 ) -> tuple[dict[str, FeatureStats], int, FeatureStats | None]:
     """Merged per-group statistics, the rows they cover, and the reference statistics, once every
     actor has flushed for the last time (or `timeout_s` has passed)."""
-    deadline = time.monotonic() + timeout_s
+    start = time.monotonic()
     while pending := ray.get(sink.pending.remote()):
-        if time.monotonic() > deadline:
+        if time.monotonic() - start > timeout_s:
             log.warning("%d QC actor(s) never sent their final FID statistics; using their latest", len(pending))
             break
         time.sleep(0.1)
+    log.info("FID statistics gathered after %.1f s", time.monotonic() - start)
     by_group, rows, reference = ray.get(sink.collect.remote())
     merged = {}
     for group, blobs in by_group.items():

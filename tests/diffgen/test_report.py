@@ -107,6 +107,8 @@ def test_no_reference_and_nothing_scored_say_why(output):
     evidence, _ = _evidence()
     no_ref = build_report(out, QcSpec(enabled=True), index, QcEvidence(evidence.stats, 50, None), created_at=NOW)
     assert no_ref.fid is None and "qc.reference" in no_ref.fid_note
+    one = QcEvidence(evidence.stats, 50, _stats(np.ones((1, 3))))
+    assert "at least 2 reference images" in build_report(out, QcSpec(), index, one, created_at=NOW).fid_note
     nothing = build_report(out, QcSpec(enabled=True), index, QcEvidence({}, 0, None), created_at=NOW)
     assert nothing.fid is None and "diffgen qc" in nothing.fid_note
 

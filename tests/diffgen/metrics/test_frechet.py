@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from diffgen.metrics.frechet import FeatureStats, FeatureStatsError, fid, frechet_distance
+from diffgen.metrics.frechet import FeatureStats, FeatureStatsError, FrechetReference, fid, frechet_distance
 
 
 def _features(seed: int, n: int, d: int, shift: float = 0.0, scale: float = 1.0) -> np.ndarray:
@@ -154,3 +154,22 @@ def test_result_records_the_mode():
         "reference_count": 40,
         "rank_deficient": False,
     }
+
+
+@pytest.mark.parametrize("n_ref, n", [(400, 300), (40, 25), (400, 3)])
+def test_a_prepared_reference_gives_the_sqrtm_kernels_value(n_ref, n):
+    d = 32
+    ref = _stats(_features(1, n_ref, d))
+    prepared = FrechetReference(ref)
+    for seed, shift in ((2, 0.0), (3, 0.5)):
+        stats = _stats(_features(seed, n, d, shift=shift, scale=1.2))
+        got, want = prepared.fid(stats), fid(stats, ref)
+        assert got.value == pytest.approx(want.value, rel=1e-6, abs=1e-9)
+        assert (got.count, got.reference_count, got.rank_deficient) == (
+            want.count,
+            want.reference_count,
+            want.rank_deficient,
+        )
+    assert prepared.fid(ref).value == pytest.approx(0.0, abs=1e-7)
+    with pytest.raises(FeatureStatsError, match="different modes"):
+        prepared.fid(FeatureStats("other", "none", d).update(_features(4, 5, d)))
