@@ -24,6 +24,7 @@ from diffgen.report import QcEvidence, write_report
 from diffgen.stages import GenerateStage, WriteStage, check_chain
 from diffgen.stages.qc import QcStage
 from diffgen.versions import package_versions
+from diffgen.webdataset import pack as pack_webdataset
 from pipelines.cluster import connect
 from pipelines.plan import Plan, plan, write_rejects
 from pipelines.qc import StatsSink, gather, qc_map
@@ -94,6 +95,8 @@ def run(spec: JobSpec) -> RunSummary:
     if removed:
         log.info("index compacted: %d superseded row(s) removed", removed)
     index = read_index(p.output)
+    if spec.webdataset.enabled:
+        pack_webdataset(p.output, index, spec.webdataset.shard_max_bytes)
     if spec.qc.enabled and index is not None:
         write_report(p.output, spec.qc, index, evidence or QcEvidence({}, 0, None), created_at=datetime.now(UTC))
     summary = summarize(p, index, started, time.perf_counter() - t0)

@@ -146,6 +146,18 @@ class ComputeSpec(_Strict):
         return self
 
 
+class WebDatasetSpec(_Strict):
+    """Optional WebDataset copy of the written images: tar shards of `<record_id>.png` + `<record_id>.json`."""
+
+    enabled: bool = Field(default=False, description="Pack the written images into OUTPUT/webdataset/ after the run.")
+    shard_max_bytes: int = Field(
+        default=256 * 2**20,
+        ge=10_240,
+        description="Largest shard in bytes; shards fill in record_id order up to it. A single sample larger than "
+        "this gets a shard of its own.",
+    )
+
+
 class JobSpec(_Strict):
     run_id: str | None = Field(default=None, description="Names the run; defaults to the job file's stem.")
     model: ModelSpec
@@ -154,6 +166,7 @@ class JobSpec(_Strict):
     policy: PolicySpec = PolicySpec()
     provenance: ProvenanceSpec = ProvenanceSpec()
     qc: QcSpec = QcSpec()
+    webdataset: WebDatasetSpec = WebDatasetSpec()
     controlnets: list[ControlNetSpec] = Field(default_factory=list, max_length=8)
     loras: list[LoraSpec] = Field(default_factory=list, max_length=16)
     seed: int = Field(default=0, ge=0, lt=2**63)
