@@ -264,11 +264,16 @@ def load_job_spec(
             candidate = model["id"]
             if candidate.startswith((".", "/")) or (base / candidate).exists():
                 model["id"] = _resolve_relative(candidate, base)
-    qc = data.get("qc")
-    if isinstance(qc, dict):
-        for key in ("clip_model", "fid_weights", "reference", "reference_stats"):
-            if isinstance(qc.get(key), str):
-                qc[key] = _resolve_relative(qc[key], base)
+    provenance = data.get("provenance")
+    c2pa = provenance.get("c2pa") if isinstance(provenance, dict) else None
+    for section, keys in (
+        (data.get("qc"), ("clip_model", "fid_weights", "reference", "reference_stats")),
+        (c2pa, ("cert_chain", "private_key")),
+    ):
+        if isinstance(section, dict):
+            for key in keys:
+                if isinstance(section.get(key), str):
+                    section[key] = _resolve_relative(section[key], base)
     loras = data.get("loras")
     if isinstance(loras, list):
         for lora in loras:

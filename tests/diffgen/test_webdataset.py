@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pyarrow as pa
 import pytest
+import webdataset as wds
 
 from diffgen import storage
 from diffgen.png import encode_png
@@ -188,7 +189,6 @@ def test_shards_on_s3(s3_bucket, tmp_path) -> None:
 
 
 def test_the_webdataset_package_reads_the_shards(tmp_path) -> None:
-    wds = pytest.importorskip("webdataset")
     out = str(tmp_path / "out")
     index = _index(out)
     pack(out, index, shard_max_bytes=40_960)

@@ -27,6 +27,10 @@ def test_qc_paths_resolve_against_the_job_file_and_uris_stay(tmp_path: Path):
     assert spec.qc.reference == "s3://b/ref"
     spec = load_job_spec(_write(tmp_path, "model: {id: org/m}\nqc: {enabled: true, reference_stats: ref.npz}\n"))
     assert spec.qc.reference_stats == str(tmp_path / "ref.npz")
+    c2pa = "provenance: {c2pa: {cert_chain: certs/chain.pem, private_key: s3://b/key.pem}}"
+    spec = load_job_spec(_write(tmp_path, f"model: {{id: org/m}}\n{c2pa}\n"))
+    assert spec.provenance.c2pa.cert_chain == str(tmp_path / "certs" / "chain.pem")
+    assert spec.provenance.c2pa.private_key == "s3://b/key.pem"
 
 
 def test_hub_ids_and_remote_uris_are_left_alone(tmp_path: Path):
