@@ -1,12 +1,15 @@
 """Everything a run decides before any model loads: validated input, records, what is left to do.
 
 `plan` is shared by `diffgen run`, `diffgen validate` and `--dry-run`, so what the
-pre-flight prints is what the run then does.
+pre-flight prints is what the run then does. The run saves the manifest suite's result
+(`write_validation`) and, after compaction, the index suite's (`write_index_validation`)
+under OUTPUT/qc/expectations/.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from dataclasses import dataclass
 
@@ -15,11 +18,15 @@ import pyarrow.compute as pc
 
 from diffgen import storage
 from diffgen.c2pa_signing import C2paConfigError, C2paCredentials, load_credentials
+from diffgen.expectations import Failure, SuiteResult, validate_index, validate_manifest_table, write_result
 from diffgen.index import INDEX_DIR, REJECTS_DIR, committed_ids
 from diffgen.loading import preflight
 from diffgen.records import expand
 from schemas.job import JobSpec, JobSpecError
 from schemas.manifest import ManifestError, check_rows, describe_row_problems
+from schemas.record import INDEX_SCHEMA
+
+log = logging.getLogger(__name__)
 
 
 class OutputError(RuntimeError):
@@ -38,6 +45,7 @@ class Plan:
     rejects: pa.Table | None  # invalid rows skipped by policy, with `row_index` and `error`
     rejected_images: int  # images the rejected rows owed
     credentials: C2paCredentials | None = None  # checked C2PA chain and key, when the job signs
+    manifest_validation: SuiteResult | None = None  # the manifest suite's result, saved with the run
 
     @property
     def images_expected(self) -> int:
@@ -60,6 +68,7 @@ class Plan:
             "batches": self.batches,
             "actors": self.spec.compute.num_actors,
             "gpus_per_actor": self.spec.compute.gpus_per_actor,
+            "manifest_expectations": None if self.manifest_validation is None else self.manifest_validation.summary(),
         }
 
 
@@ -67,19 +76,54 @@ def _owed(n: object, cap: int) -> int:
     return n if isinstance(n, int) and 1 <= n <= cap else 1
 
 
-def _split_invalid(manifest: pa.Table, spec: JobSpec, source: str) -> tuple[pa.Table, pa.Table | None, int]:
+def _listed(source: str, suite: SuiteResult, failures: tuple[Failure, ...]) -> str:
+    head = f"{source}: manifest failed {len(failures)} of {suite.evaluated} expectation(s):"
+    return "\n".join([head, *(f"  - {f.line}" for f in failures)])
+
+
+def check_manifest(manifest: pa.Table, spec: JobSpec, source: str) -> tuple[SuiteResult, dict[int, list[str]]]:
+    """The manifest suite's result and `check_rows`' problems per row; raises `ManifestError` when the run must stop.
+
+    The suite and `policy.invalid_rows` agree on what stops a run:
+
+    - a table-level failure (a required column missing, no rows) always stops it, with the
+      failed expectations listed beside `check_rows`' own message;
+    - "fail": any failed expectation stops it, listed with the first offending rows;
+    - "skip": row-level failures (nulls, out-of-range values, repeated ids) are the rows
+      `check_rows` sends to rejects/; the result records them and the run goes on.
+
+    Rows that break no expectation but a rule the suite does not restate (one across
+    fields) are `check_rows`' alone and follow the policy as before.
+    """
     cap = spec.policy.max_images_per_row
-    bad = check_rows(manifest, source, max_images_per_row=cap)
+    suite = validate_manifest_table(manifest, max_images_per_row=cap)
+    fatal = suite.failures if spec.policy.invalid_rows == "fail" else suite.table_failures
+    listed = [_listed(source, suite, fatal)] if fatal else []
+    try:
+        bad = check_rows(manifest, source, max_images_per_row=cap)
+    except ManifestError as e:  # the manifest as a whole: no policy skips past it
+        raise ManifestError("\n".join([str(e), *listed])) from None
+    if listed or (bad and spec.policy.invalid_rows == "fail"):
+        rows = [describe_row_problems(manifest, source, bad)] if bad else []
+        raise ManifestError("\n".join(listed + rows))
+    return suite, bad
+
+
+def _split_invalid(
+    manifest: pa.Table, spec: JobSpec, bad: dict[int, list[str]]
+) -> tuple[pa.Table, pa.Table | None, int]:
+    """Valid rows, the skipped rows with `row_index` and `error`, and the images they owed."""
     if not bad:
         return manifest, None, 0
-    if spec.policy.invalid_rows == "fail":
-        raise ManifestError(describe_row_problems(manifest, source, bad))
+    cap = spec.policy.max_images_per_row
     rows = sorted(bad)
     rejects = manifest.take(pa.array(rows, pa.int64()))
     rejects = rejects.append_column("row_index", pa.array(rows, pa.int64()))
     rejects = rejects.append_column("error", pa.array(["; ".join(bad[i]) for i in rows], pa.string()))
     valid = manifest.filter(pa.array([i not in bad for i in range(manifest.num_rows)]))
-    counts = manifest.column("num_images").to_pylist() if "num_images" in manifest.column_names else [1] * len(rows)
+    if "num_images" not in manifest.column_names:
+        return valid, rejects, len(rows)
+    counts = manifest.column("num_images").to_pylist()
     return valid, rejects, sum(_owed(counts[i], cap) for i in rows)
 
 
@@ -89,14 +133,19 @@ def check_output(manifest_uri: str, output: str) -> None:
 
 
 def plan(spec: JobSpec, *, probe_output: bool = True) -> Plan:
-    """Validate the job, the model folder, the manifest and the output; work out the records to make."""
+    """Validate the job, the model folder, the manifest and the output; work out the records to make.
+
+    The manifest suite runs right after reading, before the model folder is looked at; what
+    stops the run under each `policy.invalid_rows` is set out in `check_manifest`.
+    """
     manifest_uri, output = spec.require_io()
     check_output(manifest_uri, output)
     try:
         manifest = storage.read_parquet(manifest_uri)
     except (OSError, pa.ArrowInvalid) as e:
         raise ManifestError(f"{manifest_uri}: cannot read the manifest as Parquet: {e}") from None
-    valid, rejects, rejected_images = _split_invalid(manifest, spec, manifest_uri)
+    validation, bad = check_manifest(manifest, spec, manifest_uri)
+    valid, rejects, rejected_images = _split_invalid(manifest, spec, bad)
     # Cheap checks on the driver: a missing or foreign model folder fails here, not in an actor.
     preflight(spec)
     c2pa = spec.provenance.c2pa
@@ -107,13 +156,13 @@ def plan(spec: JobSpec, *, probe_output: bool = True) -> Plan:
     if probe_output:
         try:
             storage.probe_writable(output)
-        except Exception as e:  # fsspec backends raise their own types; all mean "cannot write here"
+        except Exception as e:  # noqa: BLE001 - fsspec backends raise their own types; all mean "cannot write here"
             raise OutputError(f"output {output} is not writable: {type(e).__name__}: {e}") from None
     records = expand(valid, spec) if valid.num_rows else expand(manifest.slice(0, 0), spec)
     done = committed_ids(output)
     todo = records.filter(pc.invert(pc.is_in(records.column("record_id"), pa.array(sorted(done), pa.string()))))
     return Plan(spec, spec.run_id or "run", manifest_uri, output, manifest.num_rows, records, todo, rejects,
-                rejected_images, credentials)  # fmt: skip
+                rejected_images, credentials, validation)  # fmt: skip
 
 
 def write_rejects(p: Plan) -> None:
@@ -124,4 +173,35 @@ def write_rejects(p: Plan) -> None:
     storage.write_parquet(p.rejects, storage.join(p.output, REJECTS_DIR, f"part-{digest}.parquet"))
 
 
-__all__ = ["INDEX_DIR", "OutputError", "Plan", "check_output", "plan", "write_rejects"]
+def write_validation(p: Plan) -> None:
+    """The manifest suite's result as OUTPUT/qc/expectations/manifest.json (a re-run overwrites it)."""
+    if p.manifest_validation is not None:
+        write_result(p.output, p.manifest_validation)
+
+
+def write_index_validation(p: Plan, index: pa.Table | None) -> SuiteResult:
+    """Validate the compacted index against the plan's records; save it as OUTPUT/qc/expectations/index.json.
+
+    A failure is recorded and logged, not raised: the images are written by now, and the
+    run's counts already say what was lost.
+    """
+    table = index if index is not None else INDEX_SCHEMA.empty_table()
+    result = validate_index(table, p.records.column("record_id").to_pylist())
+    write_result(p.output, result)
+    if not result.success:
+        log.warning("index failed %d expectation(s):\n%s", len(result.failures),
+                    "\n".join(f"  - {f.line}" for f in result.failures))  # fmt: skip
+    return result
+
+
+__all__ = [
+    "INDEX_DIR",
+    "OutputError",
+    "Plan",
+    "check_manifest",
+    "check_output",
+    "plan",
+    "write_index_validation",
+    "write_rejects",
+    "write_validation",
+]

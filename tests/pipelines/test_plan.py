@@ -1,11 +1,16 @@
 """Pre-flight: everything decided before a model loads."""
 
+import hashlib
+import json
+
+import pyarrow as pa
 import pytest
 
 from diffgen import storage
-from pipelines.plan import OutputError, plan
+from pipelines.plan import OutputError, plan, write_index_validation, write_validation
 from schemas.job import JobSpecError, load_job_spec
 from schemas.manifest import ManifestError
+from schemas.record import INDEX_SCHEMA
 from tests.conftest import write_job, write_manifest
 
 ROWS = [
@@ -51,3 +56,77 @@ def test_unwritable_output_fails_before_any_model_loads(tmp_path, tiny_sd, s3_se
 def test_probe_leaves_nothing_behind(tmp_path, tiny_sd, s3_bucket):
     plan(_spec(tmp_path, tiny_sd, f"{s3_bucket}/out", policy={"invalid_rows": "skip"}))
     assert storage.list_files(f"{s3_bucket}/out") == []
+
+
+def _manifest_spec(tmp_path, tiny_sd, rows, policy="fail"):
+    manifest = write_manifest(tmp_path / "m.parquet", rows)
+    job = write_job(tmp_path / "job.yaml", tiny_sd, policy={"invalid_rows": policy})
+    return load_job_spec(job, manifest=str(manifest), output=str(tmp_path / "out"))
+
+
+DUPLICATE_IDS = [{"id": "a", "prompt": "a cat"}, {"id": "b", "prompt": "a dog"}, {"id": "a", "prompt": "a cow"}]
+
+
+def test_duplicate_ids_under_fail_stop_with_the_failed_expectation_named(tmp_path, tiny_sd):
+    with pytest.raises(ManifestError) as err:
+        plan(_manifest_spec(tmp_path, tiny_sd, DUPLICATE_IDS, "fail"))
+    message = str(err.value)
+    assert f"{tmp_path / 'm.parquet'}: manifest failed 1 of " in message
+    assert (
+        "  - expect_column_values_to_be_unique on 'id': 2 of 3 value(s) unexpected, e.g. 'a', 'a' at row(s) 0, 2"
+        in message
+    )
+    assert "row 2 (id='a'): id: duplicate of row 0" in message  # check_rows' own listing follows
+
+
+def test_duplicate_ids_under_skip_are_rejected_rows_and_recorded(tmp_path, tiny_sd):
+    p = plan(_manifest_spec(tmp_path, tiny_sd, DUPLICATE_IDS, "skip"))
+    assert p.rejects.column("row_index").to_pylist() == [2]
+    assert not p.manifest_validation.success
+    described = p.describe()["manifest_expectations"]
+    assert described["success"] is False and len(described["failed"]) == 1
+    assert described["failed"][0].startswith("expect_column_values_to_be_unique on 'id'")
+
+
+@pytest.mark.parametrize("policy", ["fail", "skip"])
+def test_a_missing_prompt_column_stops_under_either_policy(tmp_path, tiny_sd, policy):
+    with pytest.raises(ManifestError) as err:
+        plan(_manifest_spec(tmp_path, tiny_sd, [{"id": "a"}, {"id": "b"}], policy))
+    message = str(err.value)
+    assert "missing required column 'prompt'" in message
+    assert "manifest failed 1 of " in message and "  - expect_column_to_exist on 'prompt': column is missing" in message
+
+
+def test_a_good_manifest_result_is_printed_and_saved(tmp_path, tiny_sd):
+    p = plan(_manifest_spec(tmp_path, tiny_sd, [{"id": "a", "prompt": "a cat", "num_images": 2}]))
+    described = p.describe()["manifest_expectations"]
+    assert described["suite"] == "manifest" and described["success"] is True and described["failed"] == []
+    assert not (tmp_path / "out").exists()  # plan writes nothing; the run saves it
+    write_validation(p)
+    write_validation(p)  # a re-run overwrites the same file
+    saved = tmp_path / "out" / "qc" / "expectations"
+    assert [f.name for f in saved.iterdir()] == ["manifest.json"]
+    result = json.loads((saved / "manifest.json").read_text())
+    assert result["success"] is True and result["great_expectations"]["suite_name"] == "manifest"
+    assert result["expectations"] == described["expectations"] >= 10
+
+
+def _index_for(p, **overrides) -> pa.Table:
+    rows = [
+        {"record_id": rid, "id": "a", "status": "written", "image_uri": f"{p.output}/images/{rid}.png",
+         "sha256": hashlib.sha256(rid.encode()).hexdigest()} | overrides
+        for rid in p.records.column("record_id").to_pylist()
+    ]  # fmt: skip
+    return pa.Table.from_pylist(rows, schema=INDEX_SCHEMA)
+
+
+def test_index_validation_is_saved_beside_the_manifest_result(tmp_path, tiny_sd):
+    p = plan(_manifest_spec(tmp_path, tiny_sd, [{"id": "a", "prompt": "a cat", "num_images": 3}]))
+    saved = tmp_path / "out" / "qc" / "expectations" / "index.json"
+    assert write_index_validation(p, _index_for(p)).success
+    assert json.loads(saved.read_text())["success"] is True
+    short = _index_for(p).slice(0, 2)
+    result = write_index_validation(p, short)
+    assert "expect_table_row_count_to_equal (value=3): observed 2" in [f.line for f in result.failures]
+    assert json.loads(saved.read_text())["success"] is False
+    assert not write_index_validation(p, None).success  # no index at all: nothing of the 3 records
