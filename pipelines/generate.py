@@ -5,7 +5,8 @@
 2. generate: an actor pool, one diffusers pipeline per actor, on its GPU or the CPU
 3. qc (when enabled): CLIP score, black/flat/duplicate checks on their own actor; rejects below thresholds
 4. write: PNG-encode, write images, commit an index shard per batch
-5. compact the index to one row per record; with QC, merge the FID statistics and write qc/report.*
+5. compact the index to one row per record; check it with the index expectation suite (qc/expectations/);
+   with QC, merge the FID statistics and write qc/report.*
 6. reconcile the counts, write run.json last
 """
 
@@ -26,7 +27,7 @@ from diffgen.stages.qc import QcStage
 from diffgen.versions import package_versions
 from diffgen.webdataset import pack as pack_webdataset
 from pipelines.cluster import connect
-from pipelines.plan import Plan, plan, write_rejects
+from pipelines.plan import Plan, plan, write_index_validation, write_rejects, write_validation
 from pipelines.qc import StatsSink, gather, qc_map
 from schemas.job import JobSpec
 from schemas.record import RecordStatus
@@ -90,11 +91,13 @@ def run(spec: JobSpec) -> RunSummary:
     p = plan(spec)
     log.info("plan: %s", p.describe())
     write_rejects(p)
+    write_validation(p)
     evidence = execute(p) if p.todo.num_rows else None
     removed = compact(p.output)
     if removed:
         log.info("index compacted: %d superseded row(s) removed", removed)
     index = read_index(p.output)
+    write_index_validation(p, index)
     if spec.webdataset.enabled:
         pack_webdataset(p.output, index, spec.webdataset.shard_max_bytes)
     if spec.qc.enabled and index is not None:

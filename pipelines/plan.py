@@ -127,9 +127,16 @@ def _split_invalid(
     return valid, rejects, sum(_owed(counts[i], cap) for i in rows)
 
 
-def check_output(manifest_uri: str, output: str) -> None:
-    if storage.overlaps(output, manifest_uri):
-        raise JobSpecError(f"output: {output} overlaps the manifest's location {manifest_uri}; write elsewhere")
+def check_output(manifest_uri: str, output: str, spec: JobSpec | None = None) -> None:
+    """The output may not lie inside (or hold) the manifest or the QC reference set: a run never
+    writes where its inputs are read, and a reference never grows the run's own images."""
+    inputs = {"the manifest's location": manifest_uri}
+    if spec is not None:
+        inputs["qc.reference"] = spec.qc.reference
+        inputs["qc.reference_stats"] = spec.qc.reference_stats
+    for name, uri in inputs.items():
+        if uri is not None and storage.overlaps(output, uri):
+            raise JobSpecError(f"output: {output} overlaps {name} {uri}; write elsewhere")
 
 
 def plan(spec: JobSpec, *, probe_output: bool = True) -> Plan:
@@ -139,7 +146,7 @@ def plan(spec: JobSpec, *, probe_output: bool = True) -> Plan:
     stops the run under each `policy.invalid_rows` is set out in `check_manifest`.
     """
     manifest_uri, output = spec.require_io()
-    check_output(manifest_uri, output)
+    check_output(manifest_uri, output, spec)
     try:
         manifest = storage.read_parquet(manifest_uri)
     except (OSError, pa.ArrowInvalid) as e:

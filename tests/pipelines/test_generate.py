@@ -45,6 +45,10 @@ def test_index_matches_the_manifest(ray_cluster, tmp_path, tiny_sd, manifest):
 
     index = storage.read_parquet_folder(str(out / "index")).to_pylist()
     expected = {(r["id"], k) for r in ROWS for k in range(r["num_images"])}
+    # Both Great Expectations suites ran and their results are saved with the run.
+    for suite in ("manifest", "index"):
+        saved = json.loads((out / "qc" / "expectations" / f"{suite}.json").read_text())
+        assert saved["suite"] == suite and saved["success"] is True and saved["failed"] == []
     assert sorted((r["id"], r["sample_index"]) for r in index) == sorted(expected)
     for row in index:
         assert row["record_id"] == record_id(row["id"], row["sample_index"])

@@ -48,6 +48,13 @@ def test_output_may_not_overlap_the_manifest(tmp_path, tiny_sd):
         plan(_spec(tmp_path, tiny_sd, str(tmp_path)))
 
 
+@pytest.mark.parametrize("key", ["reference", "reference_stats"])
+def test_output_may_not_overlap_the_qc_reference(tmp_path, tiny_sd, key):
+    inside = str(tmp_path / "out" / "ref")
+    with pytest.raises(JobSpecError, match=f"overlaps qc.{key} {inside}"):
+        plan(_spec(tmp_path, tiny_sd, str(tmp_path / "out"), qc={"enabled": True, key: inside}))
+
+
 def test_unwritable_output_fails_before_any_model_loads(tmp_path, tiny_sd, s3_server):
     with pytest.raises(OutputError, match="s3://no-such-bucket-diffgen/out is not writable"):
         plan(_spec(tmp_path, tiny_sd, "s3://no-such-bucket-diffgen/out", policy={"invalid_rows": "skip"}))
