@@ -98,6 +98,11 @@ def run(spec: JobSpec) -> RunSummary:
         log.info("index compacted: %d superseded row(s) removed", removed)
     index = read_index(p.output)
     write_index_validation(p, index)
+    if index is not None and "prompt_truncated" in index.column_names:
+        truncated = sum(bool(v) for v in index.column("prompt_truncated").to_pylist())
+        if truncated:
+            log.warning("%d image(s) had a prompt longer than a text encoder's token limit; it was truncated "
+                        "(index columns prompt_truncated, prompt_truncation)", truncated)  # fmt: skip
     if spec.webdataset.enabled:
         pack_webdataset(p.output, index, spec.webdataset.shard_max_bytes)
     if spec.qc.enabled and index is not None:
