@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+
 from diffgen.loading import ModelLoadError
 from schemas.job import JobSpec, JobSpecError, load_job_spec
 from schemas.manifest import ManifestError
@@ -110,13 +112,33 @@ def resolve(
         raise InvalidInputError(str(e)) from None
 
 
-def plan(job: str | Path | JobSpec, **kwargs) -> dict[str, object]:
-    """The pre-flight: validates everything a run would, loads no model, writes nothing."""
+def plan(job: str | Path | JobSpec, *, calibrate: bool = False, **kwargs) -> dict[str, object]:
+    """The pre-flight: validates everything a run would, writes nothing, and estimates the run's
+    time from the throughput table, or with `calibrate` from a short generation on this machine."""
     from pipelines.plan import plan as make_plan
 
     spec = resolve(job, **kwargs)
     with _typed_errors():
-        return make_plan(spec).describe()
+        made = make_plan(spec)
+        estimated = estimate(spec, made.todo, calibrate_with=made.records if calibrate else None)
+    return {**made.describe(), "estimate": estimated}
+
+
+def estimate(spec: JobSpec, todo: pa.Table, *, calibrate_with: pa.Table | None = None) -> dict[str, object]:
+    """The plan's estimate for the records in `todo`; `calibrate_with` records time a short run here first."""
+    from diffgen import throughput
+
+    table = throughput.load_table()
+    measured = None
+    if calibrate_with is not None:
+        _offline_env()
+        try:
+            measured = throughput.calibrate(spec, calibrate_with)
+        except throughput.CalibrationError as e:
+            return {"available": False, "message": f"no estimate: calibration failed: {e}"}
+        table = [measured, *table]
+    result = throughput.estimate(spec, todo, table)
+    return result if measured is None else {**result, "calibration": measured.to_dict()}
 
 
 def run(job: str | Path | JobSpec, **kwargs) -> RunResult:

@@ -6,6 +6,7 @@ Exit codes (an orchestrator's contract):
   2  invalid input: job spec, manifest, model folder or output rejected before generation
   3  partial: the run finished; some images were rejected or failed, within policy.max_lost_fraction
   4  failed: the run finished but lost more images than policy.max_lost_fraction allows
+`submit --wait` returns the submitted run's own code.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 from jobs import api
@@ -41,6 +43,13 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true")
 
 
+def add_calibrate_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--calibrate", action="store_true",
+        help="time a few batches of the job's model here (load time excluded) to estimate the run",
+    )  # fmt: skip
+
+
 def _job_kwargs(args: argparse.Namespace) -> dict:
     return {"manifest": args.manifest, "output": args.output, "overrides": args.overrides}
 
@@ -48,11 +57,12 @@ def _job_kwargs(args: argparse.Namespace) -> dict:
 def validate_command(args: argparse.Namespace) -> int:
     """Pre-flight: print the plan; exit 0 only when the run would start."""
     try:
-        described = api.plan(args.job, **_job_kwargs(args))
+        described = api.plan(args.job, calibrate=getattr(args, "calibrate", False), **_job_kwargs(args))
     except api.RunError as e:
         log.error("%s", e)
         return e.exit_code
     print(json.dumps(described, indent=2))
+    log.info("estimate: %s", described["estimate"]["message"])
     return api.EXIT_OK
 
 
@@ -60,6 +70,9 @@ def run_command(args: argparse.Namespace) -> int:
     """Run a job; the return value is the process exit code."""
     if getattr(args, "dry_run", False):
         return validate_command(args)
+    if getattr(args, "calibrate", False):
+        log.error("--calibrate goes with --dry-run (or use `diffgen validate --calibrate`)")
+        return api.EXIT_INVALID
     try:
         result = api.run(args.job, **_job_kwargs(args))
         summary = result.summary
@@ -103,16 +116,63 @@ def verify_command(args: argparse.Namespace) -> int:
     return api.EXIT_OK if all_ok else api.EXIT_FAILED
 
 
+def submit_command(args: argparse.Namespace) -> int:
+    """Submit a run to a Ray cluster's Job API; print the job id; with --wait, its exit code."""
+    from jobs import submit
+
+    address = args.address or os.environ.get("RAY_ADDRESS", "")
+    if not address.startswith(("http://", "https://")):
+        log.error("submit needs --address http://HEAD:8265 (the head's dashboard), or RAY_ADDRESS set to it")
+        return api.EXIT_INVALID
+    job_id = None
+    try:
+        if args.preflight:
+            api.plan(args.job, **_job_kwargs(args))
+        prepared = submit.prepare(args.job, **_job_kwargs(args), image=args.image, upload=not args.no_upload,
+                                  verbose=args.verbose)  # fmt: skip
+        with submit.staged(prepared) as submission:
+            client = submit.connect(address)
+            job_id = submit.submit(client, submission, args.submission_id)
+        log.info("Ray job %s on %s: %s", job_id, address, submission.entrypoint)
+        print(job_id, flush=True)
+        return submit.wait(client, job_id) if args.wait else api.EXIT_OK
+    except api.RunError as e:
+        log.error("%s", e)
+        return e.exit_code
+    except KeyboardInterrupt:
+        if job_id is not None:
+            log.warning("stopped waiting; Ray job %s goes on (ray job stop %s --address %s)", job_id, job_id, address)
+        return 130
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="diffgen", description="Synthetic image datasets with diffusion models.")
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="generate images for a manifest")
     add_run_arguments(run_parser)
     run_parser.add_argument("--dry-run", action="store_true", help="validate and print the plan; write nothing")
+    add_calibrate_argument(run_parser)
     run_parser.set_defaults(handler=run_command)
     validate_parser = commands.add_parser("validate", help="check job, manifest, model and output; print the plan")
     add_run_arguments(validate_parser)
+    add_calibrate_argument(validate_parser)
     validate_parser.set_defaults(handler=validate_command)
+    submit_parser = commands.add_parser("submit", help="run a job on a Ray cluster through its Job API")
+    add_run_arguments(submit_parser)
+    submit_parser.add_argument("--address", help="the head's dashboard, http://HEAD:8265 (default: $RAY_ADDRESS)")
+    submit_parser.add_argument("--wait", action="store_true", help="stream the logs; exit with the run's exit code")
+    submit_parser.add_argument(
+        "--submission-id", help="Ray job id to use; submitting the same job under it again follows the first run"
+    )
+    code = submit_parser.add_mutually_exclusive_group()
+    code.add_argument("--image", help="container image for the job (runtime_env image_uri); nothing is uploaded")
+    code.add_argument(
+        "--no-upload", action="store_true", help="use the cluster's own diffgen and the job file as given"
+    )
+    submit_parser.add_argument(
+        "--preflight", action="store_true", help="first run the whole `validate` here (model, manifest, output)"
+    )
+    submit_parser.set_defaults(handler=submit_command)
     verify_parser = commands.add_parser("verify", help="check an image's watermark, provenance and C2PA")
     verify_parser.add_argument("images", nargs="+", metavar="IMAGE_URI")
     verify_parser.add_argument("--trust-anchors", help="PEM root certificate(s) to trust for C2PA")

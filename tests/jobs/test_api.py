@@ -1,6 +1,7 @@
 """The Python API and the pre-flight commands (`validate`, `run --dry-run`)."""
 
 import json
+import logging
 
 import pytest
 
@@ -11,7 +12,9 @@ from tests.conftest import write_job, write_manifest
 
 @pytest.fixture
 def job(tmp_path, tiny_sd):
-    manifest = write_manifest(tmp_path / "m.parquet", [{"id": f"r{i}", "prompt": "p", "num_images": 3} for i in range(3)])
+    manifest = write_manifest(
+        tmp_path / "m.parquet", [{"id": f"r{i}", "prompt": "p", "num_images": 3} for i in range(3)]
+    )
     return write_job(tmp_path / "job.yaml", tiny_sd, manifest=str(manifest), output=str(tmp_path / "out" / "run"))
 
 
@@ -21,6 +24,26 @@ def test_validate_and_dry_run_print_the_plan_and_write_nothing(job, tmp_path, ca
         described = json.loads(capsys.readouterr().out)
         assert described["images_expected"] == 9 and described["batches"] == 5  # batch_size 2
         assert described["images_to_generate"] == 9 and described["actors"] == 1
+        estimate = described["estimate"]  # tiny-sd at 32x32, 4 steps, guidance on: in diffgen/throughput.yaml
+        assert estimate["available"] and estimate["images_estimated"] == 9 and estimate["wall_time_s"] > 0
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unmeasured_kind_of_image_gets_no_estimate_until_calibrated(job, tmp_path, capsys, caplog):
+    caplog.set_level(logging.INFO, logger="diffgen")
+    argv = ["validate", str(job), "--set", "sampler.width=48"]
+    assert main(argv) == api.EXIT_OK
+    estimate = json.loads(capsys.readouterr().out)["estimate"]
+    assert not estimate["available"] and estimate["message"] == (
+        "no estimate: no throughput measured for model=tiny-sd family=sd device=cpu size=48x32 steps=4 cfg=on "
+        "controlnets=0; run with --calibrate"
+    )
+    assert "estimate: no estimate" in caplog.text
+    assert main(["run", str(job), "--dry-run", "--set", "sampler.width=48", "--calibrate"]) == api.EXIT_OK
+    estimate = json.loads(capsys.readouterr().out)["estimate"]
+    assert estimate["available"] and estimate["images_estimated"] == 9
+    assert estimate["calibration"]["width"] == 48 and estimate["calibration"]["seconds_per_image"] > 0
+    assert main(["run", str(job), "--calibrate"]) == api.EXIT_INVALID  # calibration goes with a dry run
     assert not (tmp_path / "out").exists()
 
 
