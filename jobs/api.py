@@ -21,6 +21,7 @@ import pyarrow as pa
 from diffgen.loading import ModelLoadError
 from schemas.job import JobSpec, JobSpecError, load_job_spec
 from schemas.manifest import ManifestError
+from schemas.report import QcReport
 from schemas.run import RunCounts, RunSummary
 
 EXIT_OK, EXIT_INFRA, EXIT_INVALID, EXIT_PARTIAL, EXIT_FAILED = 0, 1, 2, 3, 4
@@ -152,3 +153,15 @@ def run(job: str | Path | JobSpec, **kwargs) -> RunResult:
     if summary.status == "failed":
         raise RunFailedError(summary)
     return RunResult(summary)
+
+
+def qc(output: str, *, job: str | Path | None = None, overrides: list[str] | None = None) -> QcReport:
+    """Score an existing output again and rewrite its qc/report.json and .html; the index is unchanged.
+
+    Settings: the output's own run.json `job.qc`, or `job`'s qc section, then `qc.*` overrides.
+    """
+    _offline_env()
+    from jobs.qc import rescore
+
+    with _typed_errors():
+        return rescore(output, job=None if job is None else str(job), overrides=overrides)

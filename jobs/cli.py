@@ -145,6 +145,19 @@ def submit_command(args: argparse.Namespace) -> int:
         return 130
 
 
+def qc_command(args: argparse.Namespace) -> int:
+    """Rescore an output written earlier; print what the new report says."""
+    from jobs.qc import summary
+
+    try:
+        report = api.qc(args.output, job=args.job, overrides=args.overrides)
+    except api.RunError as e:
+        log.error("%s", e)
+        return e.exit_code
+    print(json.dumps(summary(report), indent=2))
+    return api.EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="diffgen", description="Synthetic image datasets with diffusion models.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -179,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     verify_parser.add_argument("--require-c2pa", action="store_true", help="an image without C2PA fails")
     verify_parser.add_argument("--json", action="store_true", help="print the reports as JSON")
     verify_parser.set_defaults(handler=verify_command)
+    from jobs.qc import add_parser as add_qc_parser
+
+    add_qc_parser(commands).set_defaults(handler=qc_command)
     return parser
 
 

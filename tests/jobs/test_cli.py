@@ -41,6 +41,15 @@ def test_run_writes_images_index_and_summary(ray_cluster, tmp_path, tiny_sd):
     assert index.num_rows == 6 and set(index.column("split").to_pylist()) == {"train"}
     assert len(list((out / "images").rglob("*.png"))) == 6
 
+    # `diffgen qc` rescores the output under stricter settings; the index stays as it was.
+    result = _diffgen("qc", str(out), "--set", "qc.flat_std=1000", ray_address=ray_cluster)
+    assert result.returncode == EXIT_OK, result.stderr[-3000:]
+    rescored = json.loads(result.stdout)
+    assert (rescored["would_reject"], rescored["reasons"], rescored["counts"]) == (6, {"flat": 6}, {"written": 6})
+    assert (out / "qc" / "report.html").is_file()
+    assert storage.read_parquet_folder(str(out / "index")).equals(index)
+    assert _diffgen("qc", str(tmp_path), ray_address=ray_cluster).returncode == EXIT_INVALID
+
 
 def test_bad_manifest_stops_before_any_model_loads(ray_cluster, tmp_path, tiny_sd):
     manifest = write_manifest(
