@@ -170,17 +170,9 @@ def build_report(
     )
 
 
-def write_report(
-    output: str,
-    spec: QcSpec,
-    index: pa.Table,
-    evidence: QcEvidence,
-    *,
-    created_at: datetime,
-    rescored: pa.Table | None = None,
-) -> QcReport:
-    """Build the report and write `qc/report.json` and `qc/report.html` under `output`."""
-    report = build_report(output, spec, index, evidence, created_at=created_at, rescored=rescored)
+def write_report(report: QcReport) -> QcReport:
+    """Write `qc/report.json` and `qc/report.html` under the report's output; returns the report."""
+    output = report.output
     storage.write_bytes(storage.join(output, QC_DIR, REPORT_JSON), report.model_dump_json(indent=2).encode())
     storage.write_bytes(storage.join(output, QC_DIR, REPORT_HTML), render_html(report).encode())
     overall = report.fid.groups[0].fid if report.fid else None

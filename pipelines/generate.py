@@ -21,7 +21,7 @@ import ray
 
 from diffgen import storage
 from diffgen.index import compact, read_index
-from diffgen.report import QcEvidence, write_report
+from diffgen.report import QcEvidence, build_report, write_report
 from diffgen.stages import GenerateStage, WriteStage, check_chain
 from diffgen.stages.qc import QcStage
 from diffgen.versions import package_versions
@@ -106,7 +106,8 @@ def run(spec: JobSpec) -> RunSummary:
     if spec.webdataset.enabled:
         pack_webdataset(p.output, index, spec.webdataset.shard_max_bytes)
     if spec.qc.enabled and index is not None:
-        write_report(p.output, spec.qc, index, evidence or QcEvidence({}, 0, None), created_at=datetime.now(UTC))
+        evidence = evidence or QcEvidence({}, 0, None)
+        write_report(build_report(p.output, spec.qc, index, evidence, created_at=datetime.now(UTC)))
     summary = summarize(p, index, started, time.perf_counter() - t0)
     storage.write_bytes(storage.join(p.output, RUN_FILE), summary.model_dump_json(indent=2).encode())
     return summary

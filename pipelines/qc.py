@@ -29,7 +29,7 @@ from diffgen import storage
 from diffgen.images import ImageInputError, read_image
 from diffgen.index import read_index
 from diffgen.metrics.frechet import FeatureStats
-from diffgen.report import QcEvidence, write_report
+from diffgen.report import QcEvidence, build_report, write_report
 from diffgen.stages.qc import QcStage
 from pipelines.cluster import connect
 from schemas.qc import QcSpec
@@ -176,4 +176,4 @@ def qc_output(output: str, spec: QcSpec, *, batch_size: int = 16) -> dict:
     stats, rows, reference = gather(sink)
     rescored = pa.concat_tables(scored, promote_options="default") if scored else written.slice(0, 0)
     evidence = QcEvidence(stats=stats, covered=rows, reference=reference)
-    return write_report(output, spec, index, evidence, rescored=rescored, created_at=datetime.now(UTC))
+    return write_report(build_report(output, spec, index, evidence, rescored=rescored, created_at=datetime.now(UTC)))

@@ -132,7 +132,7 @@ def test_report_files_are_written_and_the_page_is_self_contained(output):
     out, index = output
     evidence, _ = _evidence()
     spec = QcSpec(enabled=True, reference_stats="ref.npz", fid_group_by="label", report_examples=2)
-    report = write_report(out, spec, index, evidence, created_at=NOW)
+    report = write_report(build_report(out, spec, index, evidence, created_at=NOW))
 
     saved = QcReport.model_validate(json.loads(storage.read_bytes(storage.join(out, "qc", "report.json"))))
     assert saved == report
@@ -151,6 +151,6 @@ def test_report_files_are_written_and_the_page_is_self_contained(output):
 def test_a_missing_image_costs_its_thumbnail_not_the_report(output):
     out, index = output
     storage.delete(storage.join(out, "images", "r0.png"))
-    write_report(out, QcSpec(enabled=True, report_examples=1), index, QcEvidence({}, 0, None), created_at=NOW)
+    write_report(build_report(out, QcSpec(report_examples=1), index, QcEvidence({}, 0, None), created_at=NOW))
     page = storage.read_bytes(storage.join(out, "qc", "report.html")).decode()
     assert "image unreadable" in page
