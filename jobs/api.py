@@ -120,7 +120,7 @@ def plan(job: str | Path | JobSpec, *, calibrate: bool = False, **kwargs) -> dic
 
     spec = resolve(job, **kwargs)
     with _typed_errors():
-        made = make_plan(spec)
+        made = make_plan(spec, check_images=True)
         estimated = estimate(spec, made.todo, calibrate_with=made.records if calibrate else None)
     return {**made.describe(), "estimate": estimated}
 

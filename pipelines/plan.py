@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -139,11 +140,39 @@ def check_output(manifest_uri: str, output: str, spec: JobSpec | None = None) ->
             raise JobSpecError(f"output: {output} overlaps {name} {uri}; write elsewhere")
 
 
-def plan(spec: JobSpec, *, probe_output: bool = True) -> Plan:
+def check_qc_inputs(spec: JobSpec) -> None:
+    """The QC model, weights and reference a run would read exist, before any actor starts."""
+    if not spec.qc.enabled:
+        return
+    uris = {name: getattr(spec.qc, name) for name in ("clip_model", "fid_weights", "reference", "reference_stats")}
+    missing = [f"qc.{name}: {uri} does not exist" for name, uri in uris.items() if uri and not storage.exists(uri)]
+    if missing:
+        raise JobSpecError("; ".join(missing))
+
+
+def check_input_images(records: pa.Table, spec: JobSpec, *, threads: int = 16) -> None:
+    """Every distinct init, mask and control image the records name exists (the pre-flight's check;
+    a run itself rejects a row whose image is missing, with the reason, and goes on)."""
+    columns = ["init_image", "mask_image", *spec.control_columns().values()]
+    first_row: dict[str, str] = {}
+    for column in (c for c in columns if c in records.column_names):
+        for uri, rid in zip(records.column(column).to_pylist(), records.column("id").to_pylist()):
+            if uri:
+                first_row.setdefault(uri, rid)
+    with ThreadPoolExecutor(threads) as pool:
+        found = list(pool.map(storage.exists, first_row))
+    missing = [(uri, rid) for (uri, rid), ok in zip(first_row.items(), found) if not ok]
+    if missing:
+        listed = "; ".join(f"{uri} (row id={rid!r})" for uri, rid in missing[:10])
+        raise ManifestError(f"{len(missing)} of {len(first_row)} input image(s) not found: {listed}")
+
+
+def plan(spec: JobSpec, *, probe_output: bool = True, check_images: bool = False) -> Plan:
     """Validate the job, the model folder, the manifest and the output; work out the records to make.
 
     The manifest suite runs right after reading, before the model folder is looked at; what
-    stops the run under each `policy.invalid_rows` is set out in `check_manifest`.
+    stops the run under each `policy.invalid_rows` is set out in `check_manifest`. With
+    `check_images` (the pre-flight), every input image the records name must exist.
     """
     manifest_uri, output = spec.require_io()
     check_output(manifest_uri, output, spec)
@@ -155,6 +184,7 @@ def plan(spec: JobSpec, *, probe_output: bool = True) -> Plan:
     valid, rejects, rejected_images = _split_invalid(manifest, spec, bad)
     # Cheap checks on the driver: a missing or foreign model folder fails here, not in an actor.
     preflight(spec)
+    check_qc_inputs(spec)
     c2pa = spec.provenance.c2pa
     try:
         credentials = load_credentials(c2pa.cert_chain, c2pa.private_key) if c2pa else None
@@ -166,6 +196,8 @@ def plan(spec: JobSpec, *, probe_output: bool = True) -> Plan:
         except Exception as e:  # noqa: BLE001 - fsspec backends raise their own types; all mean "cannot write here"
             raise OutputError(f"output {output} is not writable: {type(e).__name__}: {e}") from None
     records = expand(valid, spec) if valid.num_rows else expand(manifest.slice(0, 0), spec)
+    if check_images:
+        check_input_images(records, spec)
     done = committed_ids(output)
     todo = records.filter(pc.invert(pc.is_in(records.column("record_id"), pa.array(sorted(done), pa.string()))))
     return Plan(spec, spec.run_id or "run", manifest_uri, output, manifest.num_rows, records, todo, rejects,

@@ -3,10 +3,12 @@
 import hashlib
 import json
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
 from diffgen import storage
+from diffgen.png import encode_png
 from pipelines.plan import OutputError, plan, write_index_validation, write_validation
 from schemas.job import JobSpecError, load_job_spec
 from schemas.manifest import ManifestError
@@ -137,3 +139,31 @@ def test_index_validation_is_saved_beside_the_manifest_result(tmp_path, tiny_sd)
     assert "expect_table_row_count_to_equal (value=3): observed 2" in [f.line for f in result.failures]
     assert json.loads(saved.read_text())["success"] is False
     assert not write_index_validation(p, None).success  # no index at all: nothing of the 3 records
+
+
+def test_a_missing_qc_reference_or_model_fails_the_plan(tmp_path, tiny_sd):
+    qc = {"enabled": True, "reference": str(tmp_path / "no-ref"), "clip_model": str(tmp_path / "no-clip")}
+    with pytest.raises(JobSpecError, match=r"qc.clip_model: .*no-clip does not exist; qc.reference: .*no-ref"):
+        plan(
+            _spec(
+                tmp_path,
+                tiny_sd,
+                str(tmp_path / "out"),
+                qc=qc,
+                policy={"invalid_rows": "skip", "max_images_per_row": 100},
+            )
+        )
+
+
+def test_the_preflight_finds_every_missing_input_image(tmp_path, tiny_sd):
+    present = tmp_path / "init.png"
+    present.write_bytes(encode_png(np.zeros((32, 32, 3), np.uint8)))
+    rows = [{"id": "ok", "prompt": "p", "init_image": str(present)},
+            {"id": "gone", "prompt": "p", "init_image": "missing/a.png"},
+            {"id": "gone-too", "prompt": "p", "init_image": "missing/a.png"}]  # fmt: skip
+    manifest = write_manifest(tmp_path / "m.parquet", rows)
+    spec = load_job_spec(write_job(tmp_path / "job.yaml", tiny_sd), manifest=str(manifest), output=str(tmp_path / "o"))
+    # A run rejects the row itself; the pre-flight names the file and the first row that needs it.
+    assert plan(spec).records.num_rows == 3
+    with pytest.raises(ManifestError, match=r"1 of 2 input image\(s\) not found: .*missing/a.png \(row id='gone'\)"):
+        plan(spec, check_images=True)
