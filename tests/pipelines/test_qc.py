@@ -90,7 +90,7 @@ def test_diffgen_qc_rescores_an_old_output_without_touching_its_index(ray_cluste
     out = tmp_path / "out"
     summary = run(load_job_spec(write_job(tmp_path / "job.yaml", tiny_sd), manifest=str(manifest), output=str(out)))
     before = read_index(str(out))
-    assert not (out / "qc").exists()
+    assert not (out / "qc" / "report.json").exists()
 
     spec = QcSpec(enabled=True, reference=_reference(tmp_path / "ref"), flat_std=1000.0)
     report = qc_output(str(out), spec)
