@@ -83,6 +83,25 @@ def model_index(model: ModelSpec) -> tuple[Path, dict]:
     return folder, _read_json(folder / "model_index.json", "model.id", "pipeline")
 
 
+def trained_sizes(index: dict) -> tuple[tuple[int, int], ...] | None:
+    """The (width, height) sizes a model folder declares it was trained at (model_index.json's
+    `_trained_sizes`, which diffusers ignores like every key starting with `_`); None when it says
+    nothing, as downloaded checkpoints do."""
+    sizes = index.get("_trained_sizes")
+    return tuple((int(w), int(h)) for w, h in sizes) if sizes else None
+
+
+def size_refusal(sizes: tuple[tuple[int, int], ...] | None, width: int, height: int) -> str | None:
+    """Why a model with these trained sizes refuses width x height; None when it samples it."""
+    if sizes is None or (width, height) in sizes:
+        return None
+    listed = ", ".join(f"{w}x{h}" for w, h in sizes)
+    return (
+        f"width, height: {width}x{height} is not a size this model was trained at (supported: {listed}); "
+        "set sampler.allow_untrained_size: true to sample it anyway"
+    )
+
+
 def _components(folder: Path, index: dict) -> dict[str, tuple[str, str]]:
     """model_index.json's components that load from a subfolder: name -> (library, class)."""
     return {
@@ -161,6 +180,10 @@ def preflight(spec: JobSpec) -> Family:
     folder, index = model_index(spec.model)
     family = model_family(index)
     _check_no_custom_code(folder, index)
+    if not spec.sampler.allow_untrained_size:
+        refusal = size_refusal(trained_sizes(index), spec.sampler.width, spec.sampler.height)
+        if refusal:
+            raise ModelLoadError(f"sampler.{refusal}")
     use_safetensors(spec.model, folder, [folder / name for name in _components(folder, index)], "model.id")
     scheduler_name = (index.get("scheduler") or [None, None])[1]
     scheduler_cls = getattr(diffusers, scheduler_name or "", None)
@@ -284,6 +307,9 @@ def load_pipeline_set(spec: JobSpec, where: Placement) -> PipelineSet:
     if not offload:
         controlnets = [c.to(where.device) for c in controlnets]
     apply_compute_options(pipe, controlnets, spec.compute, where)
-    return PipelineSet(
+    pipes = PipelineSet(
         pipe, family, list(zip(spec.controlnets, controlnets)), offload_device=where.device if offload else None
     )
+    if not spec.sampler.allow_untrained_size:
+        pipes.trained_sizes = trained_sizes(model_index(spec.model)[1])
+    return pipes

@@ -29,6 +29,7 @@ from diffusers import DiffusionPipeline
 from PIL import Image
 
 from diffgen.families import mode_for
+from diffgen.loading import size_refusal
 from diffgen.variants import PipelineSet, call_parameters
 
 TOKENIZERS = ("tokenizer", "tokenizer_2", "tokenizer_3")
@@ -102,6 +103,9 @@ def check(pipes: PipelineSet, r: Request) -> str | None:
         culprit = "mask_image" if r.mask_image is not None else "init_image"
         return f"{culprit}: model family '{pipes.family.name}' has no {mode} pipeline in diffusers"
     cls = pipes.pipeline_class(mode)
+    refusal = size_refusal(pipes.trained_sizes, r.width, r.height)
+    if refusal:
+        return refusal
     multiple = pipes.size_multiple(mode)
     if r.width % multiple or r.height % multiple:
         return (

@@ -47,6 +47,8 @@ class PipelineSet:
         else:
             self.controlnet = models[0] if models else None
         self.offload_device = offload_device
+        # (width, height) pairs rows must use; None samples any size (see loading.trained_sizes)
+        self.trained_sizes: tuple[tuple[int, int], ...] | None = None
         self._variants: dict[str, DiffusionPipeline] = {"text2img": base}
         self._offloaded_mode: str | None = None
 

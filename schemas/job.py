@@ -68,6 +68,11 @@ class SamplerSpec(_Strict):
     )
     width: int = Field(default=512, ge=8, le=8192)
     height: int = Field(default=512, ge=8, le=8192)
+    allow_untrained_size: bool = Field(
+        default=False,
+        description="Sample at sizes other than those the model folder declares it was trained at "
+        "(model_index.json `_trained_sizes`); without it such a job or row is refused.",
+    )
 
 
 class ControlNetSpec(_Strict):
