@@ -139,7 +139,9 @@ def evaluate(models: Path, config: EvalConfig = EvalConfig()) -> dict:
     masks = [render(s)[1] for s in control_scenes]
     free, _ = generate_images(pipes, control_prompts, config, config.guidance_scale)
     controlled_pipes = load_pipeline_set(eval_job_spec(models / "micro-sd", config, models / "micro-controlnet"), where)
-    controlled, control_seconds = generate_images(controlled_pipes, control_prompts, config, config.guidance_scale, masks)
+    controlled, control_seconds = generate_images(
+        controlled_pipes, control_prompts, config, config.guidance_scale, masks
+    )
     iou_control = [iou(segment(img), m) for img, m in zip(controlled, masks)]
     iou_free = [iou(segment(img), m) for img, m in zip(free, masks)]
 

@@ -9,8 +9,8 @@ attribute judge, a small CNN that predicts a scene's attributes and is trained o
 The text encoder is the text tower of the micro CLIP, trained here contrastively on the captions and
 then frozen: it is the same class Stable Diffusion uses (`CLIPTextModel`), fits the size budget
 (a few hundred thousand parameters instead of the 22 M of a MiniLM sentence model), and its
-tokenizer holds the micro world's words as single tokens, so every caption word is one position the
-UNet can attend to.
+tokenizer holds the micro world's words as single tokens (all but "triangle", whose merge chain
+collides with an earlier word's), so a caption word is one position the UNet can attend to.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ TEXT_HIDDEN = 64
 
 def micro_tokenizer() -> CLIPTokenizer:
     """A CLIP BPE tokenizer: the 256 byte symbols (any text tokenizes, never fails) plus one merge
-    chain per micro-world word, so each known word is a single token."""
+    chain per micro-world word, so known words are single tokens (all but "triangle": BPE applies
+    merges by rank, and its chain collides with an earlier word's)."""
     alphabet = sorted(ByteLevel.alphabet())
     vocab: dict[str, int] = {}
     for symbol in alphabet + [a + "</w>" for a in alphabet]:
@@ -132,9 +133,20 @@ def new_controlnet(unet: UNet2DConditionModel) -> ControlNetModel:
 
 
 def scheduler() -> EulerDiscreteScheduler:
-    """Stable Diffusion 1.x's noise schedule, which the UNet is trained on."""
+    """Stable Diffusion 1.x's betas rescaled to zero terminal SNR, with v-prediction and trailing
+    timesteps (Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed").
+    On 16x16 latents the plain schedule leaves the latent's mean (a scene's background color)
+    visible at the last training step, so sampling from pure noise lets the seed, not the prompt,
+    pick it."""
     return EulerDiscreteScheduler(
-        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        steps_offset=1,
+        prediction_type="v_prediction",
+        rescale_betas_zero_snr=True,
+        timestep_spacing="trailing",
     )
 
 

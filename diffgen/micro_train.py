@@ -269,9 +269,12 @@ def _captions(
     return ["" if rng.random() < dropout else training_caption(pool.scenes[i], rng, config.phrase_keep) for i in index]
 
 
-def _min_snr_loss(pred: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, noise: DDPMScheduler) -> torch.Tensor:
-    """Epsilon MSE weighted by min(SNR, 5) / SNR (Hang et al. 2023, "Efficient Diffusion Training via
-    Min-SNR Weighting Strategy")."""
+def _diffusion_loss(pred: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, noise) -> torch.Tensor:
+    """MSE against the scheduler's target: the velocity for v-prediction (already balanced across
+    noise levels, and defined at zero SNR), else the noise weighted by min(SNR, 5) / SNR (Hang et
+    al. 2023, "Efficient Diffusion Training via Min-SNR Weighting Strategy")."""
+    if noise.config.prediction_type == "v_prediction":
+        return F.mse_loss(pred.float(), noise.get_velocity(x0, eps, t).to(pred.device).float())
     snr = compute_snr(noise, t)
     weight = torch.clamp(snr, max=5.0) / snr
     per_sample = F.mse_loss(pred.float(), eps.float(), reduction="none").mean(dim=(1, 2, 3))
@@ -285,12 +288,12 @@ def train_unet(config, work, pool: LatentPool, text_encoder, tokenizer) -> tuple
     noise = DDPMScheduler.from_config(scheduler().config)
 
     def loss(step: int) -> torch.Tensor:
-        rng, index, _, eps, t, noisy = _noise_batch(config, "unet", step, pool, noise)
+        rng, index, x0, eps, t, noisy = _noise_batch(config, "unet", step, pool, noise)
         text = _encode_text(
             text_encoder, tokenizer, _captions(pool, index, rng, config, config.caption_dropout), config.device
         )
         pred = unet(noisy.to(config.device), t.to(config.device), text).sample
-        return _min_snr_loss(pred, eps.to(config.device), t, noise)
+        return _diffusion_loss(pred, x0, eps, t, noise)
 
     return unet, Trainer("unet", work, config, unet, ema).run(loss)
 
@@ -302,14 +305,14 @@ def train_controlnet(config, work, pool: LatentPool, unet, text_encoder, tokeniz
     noise = DDPMScheduler.from_config(scheduler().config)
 
     def loss(step: int) -> torch.Tensor:
-        rng, index, _, eps, t, noisy = _noise_batch(config, "controlnet", step, pool, noise)
+        rng, index, x0, eps, t, noisy = _noise_batch(config, "controlnet", step, pool, noise)
         captions = _captions(pool, index, rng, config, config.controlnet_caption_dropout)
         text = _encode_text(text_encoder, tokenizer, captions, config.device)
         control = pool.control[index].float().repeat(1, 3, 1, 1).to(config.device)
         noisy, t = noisy.to(config.device), t.to(config.device)
         down, mid = controlnet(noisy, t, text, controlnet_cond=control, return_dict=False)
         pred = unet(noisy, t, text, down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
-        return _min_snr_loss(pred, eps.to(config.device), t, noise)
+        return _diffusion_loss(pred, x0, eps, t, noise)
 
     return controlnet, Trainer("controlnet", work, config, controlnet).run(loss)
 

@@ -1,36 +1,25 @@
-"""`python examples/make_examples.py`: write the small input images and manifests of the ControlNet
-and img2img examples (their job YAMLs sit beside them), and the default job's QC reference set. Deterministic: re-running rewrites the
-same bytes, so the committed files can be checked against it."""
+"""`python examples/make_examples.py`: write the manifests and input images of the default, ControlNet
+and img2img examples (their job YAMLs sit beside them) and the default job's QC reference set, all
+from the micro world the embedded model was trained on. Deterministic: re-running rewrites the same
+bytes, so the committed files can be checked against it."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image, ImageDraw
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from diffgen.microworld import SHAPES, Scene, mask_image, render, sample_scene  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SIZE = 64
-
-
-def _shape(kind: str, fill: tuple[int, int, int], background: tuple[int, int, int] = (0, 0, 0)) -> Image.Image:
-    image = Image.new("RGB", (SIZE, SIZE), background)
-    draw = ImageDraw.Draw(image)
-    box = (14, 14, 50, 50)
-    if kind == "circle":
-        draw.ellipse(box, fill=fill)
-    elif kind == "square":
-        draw.rectangle(box, fill=fill)
-    elif kind == "triangle":
-        draw.polygon([(32, 10), (54, 52), (10, 52)], fill=fill)
-    elif kind == "ring":
-        draw.ellipse(box, fill=fill)
-        draw.ellipse((24, 24, 40, 40), fill=background)
-    return image
 
 
 def _save(image: Image.Image, path: Path) -> str:
@@ -40,16 +29,41 @@ def _save(image: Image.Image, path: Path) -> str:
 
 
 def _manifest(rows: list[dict], schema: pa.Schema, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), path, compression="zstd")
 
 
-def make_controlnet(folder: Path) -> None:
-    """Filled grey shapes: the job's canny preprocessor turns each into its outline."""
+def _scenes(seed: int, n: int, **fixed: str) -> list[Scene]:
+    rng = np.random.default_rng(seed)
+    return [sample_scene(rng, **fixed) for _ in range(n)]
+
+
+def make_default(folder: Path) -> None:
+    """The default job's manifest (three prompts per shape, from short to fully specified, with shape
+    and color label columns) and its QC reference set (32 real renders of the micro world)."""
     rows = []
-    for kind in ("circle", "square", "triangle", "ring"):
-        uri = _save(_shape(kind, (180, 180, 180)), folder / "controls" / f"{kind}.png")
-        rows.append({"id": f"{kind}-1", "prompt": f"a {kind} made of glass", "control_image": uri, "num_images": 2,
-                     "label": kind})  # fmt: skip
+    for shape in SHAPES:
+        for k, scene in enumerate(_scenes(SHAPES.index(shape), 3, shape=shape)):
+            prompt = scene.caption(size=k == 2, position=k >= 1, background=True)
+            rows.append({"id": f"{shape}-{k}", "prompt": prompt, "num_images": 2, "seed": None, "label": shape,
+                         "color": scene.color, "split": "val" if k == 2 else "train"})  # fmt: skip
+    schema = pa.schema(
+        [("id", pa.string()), ("prompt", pa.string()), ("num_images", pa.int32()), ("seed", pa.int64()),
+         ("label", pa.string()), ("color", pa.string()), ("split", pa.string())]
+    )  # fmt: skip
+    _manifest(rows, schema, folder / "manifest.parquet")
+    for i, scene in enumerate(_scenes(100, 32)):
+        _save(Image.fromarray(render(scene)[0]), folder / "reference" / f"{scene.shape}-{i:02d}.png")
+
+
+def make_controlnet(folder: Path) -> None:
+    """Shape masks (white on black) for the micro ControlNet; the prompts name no position or size,
+    so the mask alone places and sizes each shape."""
+    rows = []
+    for i, scene in enumerate(_scenes(200, 4)):
+        uri = _save(Image.fromarray(mask_image(render(scene)[1])), folder / "controls" / f"mask-{i}.png")
+        rows.append({"id": f"mask-{i}", "prompt": scene.caption(size=False, position=False), "control_image": uri,
+                     "num_images": 2, "label": scene.shape})  # fmt: skip
     schema = pa.schema(
         [("id", pa.string()), ("prompt", pa.string()), ("control_image", pa.string()), ("num_images", pa.int32()),
          ("label", pa.string())]
@@ -58,20 +72,24 @@ def make_controlnet(folder: Path) -> None:
 
 
 def make_img2img(folder: Path) -> None:
-    """Coloured shapes to restyle (img2img), and one with a mask to repaint only its left half (inpaint)."""
-    rng = np.random.default_rng(0)
+    """Renders to recolor (img2img), one at a lower strength, and one with a mask to repaint only its
+    left half (inpaint)."""
     rows = []
-    for kind, colour in (("circle", (200, 40, 40)), ("square", (40, 160, 60)), ("triangle", (40, 60, 200))):
-        background = tuple(int(c) for c in rng.integers(0, 80, 3))
-        uri = _save(_shape(kind, colour, background), folder / "init" / f"{kind}.png")
-        rows.append({"id": f"{kind}-restyled", "prompt": f"a {kind}, oil painting", "init_image": uri,
-                     "mask_image": None, "strength": None, "label": kind})  # fmt: skip
-    rows.append({"id": "circle-faint", "prompt": "a circle, oil painting", "init_image": rows[0]["init_image"],
+    recolor = {"circle": "blue", "square": "yellow", "triangle": "red"}
+    for shape, new_color in recolor.items():
+        scene = _scenes(300 + len(rows), 1, shape=shape, size="large", position="center", background="white")[0]
+        if scene.color == new_color:
+            scene = replace(scene, color="green")
+        uri = _save(Image.fromarray(render(scene)[0]), folder / "init" / f"{shape}.png")
+        prompt = replace(scene, color=new_color).caption()
+        rows.append({"id": f"{shape}-recolored", "prompt": prompt, "init_image": uri, "mask_image": None,
+                     "strength": None, "label": shape})  # fmt: skip
+    rows.append({"id": "circle-faint", "prompt": rows[0]["prompt"], "init_image": rows[0]["init_image"],
                  "mask_image": None, "strength": 0.4, "label": "circle"})  # fmt: skip
     mask = Image.new("L", (SIZE, SIZE), 0)
     mask.paste(255, (0, 0, SIZE // 2, SIZE))  # white = repaint
     mask_uri = _save(mask, folder / "masks" / "left-half.png")
-    rows.append({"id": "square-inpainted", "prompt": "a square, left half made of gold",
+    rows.append({"id": "square-inpainted", "prompt": "a large purple square at the center on a white background",
                  "init_image": rows[1]["init_image"], "mask_image": mask_uri, "strength": 0.9,
                  "label": "square"})  # fmt: skip
     schema = pa.schema(
@@ -81,24 +99,14 @@ def make_img2img(folder: Path) -> None:
     _manifest(rows, schema, folder / "manifest.parquet")
 
 
-def make_reference(folder: Path) -> None:
-    """A small reference set for the default job's FID: each shape in four colours on a dark background."""
-    rng = np.random.default_rng(1)
-    colours = ((200, 40, 40), (40, 160, 60), (40, 60, 200), (220, 200, 40))
-    for kind in ("circle", "square", "triangle", "ring"):
-        for k, colour in enumerate(colours):
-            background = tuple(int(c) for c in rng.integers(0, 80, 3))
-            _save(_shape(kind, colour, background), folder / f"{kind}-{k}.png")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--root", type=Path, default=HERE, help="the examples folder (default: this script's)")
     args = parser.parse_args(argv)
+    make_default(args.root / "default")
     make_controlnet(args.root / "controlnet")
     make_img2img(args.root / "img2img")
-    make_reference(args.root / "default" / "reference")
-    print(f"wrote {args.root / 'controlnet'}, {args.root / 'img2img'} and {args.root / 'default' / 'reference'}")
+    print(f"wrote the inputs of {args.root / 'default'}, {args.root / 'controlnet'} and {args.root / 'img2img'}")
     return 0
 
 

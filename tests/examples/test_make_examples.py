@@ -1,4 +1,4 @@
-"""The ControlNet and img2img examples: their committed inputs are what the script makes, and their
+"""The default, ControlNet and img2img examples: their committed inputs are what the script makes, and their
 job specs and manifests pass every check that runs before a model loads."""
 
 import importlib.util
@@ -29,7 +29,7 @@ def test_the_committed_inputs_are_what_the_script_makes(tmp_path):
         assert (EXAMPLES / relative).read_bytes() == (tmp_path / relative).read_bytes(), relative
 
 
-@pytest.mark.parametrize("name, images", [("controlnet", 8), ("img2img", 5)])
+@pytest.mark.parametrize("name, images", [("default", 24), ("controlnet", 8), ("img2img", 5)])
 def test_the_example_jobs_and_manifests_validate(name, images):
     spec = load_job_spec(EXAMPLES / name / "job.yaml")
     manifest = storage.read_parquet(spec.manifest)
