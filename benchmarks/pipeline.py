@@ -4,20 +4,25 @@
     .venv/bin/python -m benchmarks.pipeline --gpu [--gpu-models sd15 sdxl] [--compile] [--dtype bf16]
 
 CPU mode runs, in one process session, on the model and settings of a job file (default: the
-example job, examples/default/job.yaml, on the embedded tiny model, built if missing), over the same
+example job, examples/default/job.yaml, on the embedded default model models/micro-sd), over the same
 N prompts (the example manifest's rows, repeated with distinct ids and seeds):
 
   bare          a plain diffusers loop: the pipeline class named by the folder's model_index.json via
                 `from_pretrained`, the job's scheduler, size, steps, guidance and negative prompt, batches
                 of `compute.batch_size`, one CPU torch.Generator per image; torch on 2 threads
   bare-1t       the same on 1 thread
-  pipeline      `jobs.api.run`: Ray Data, 1 generation actor x 2 threads, QC on, watermark + provenance
+  bare-2x1      two bare loops at once, in two processes on 1 thread each, half the images each: what
+                the two cores give two generators with nothing else running (the actors' yardstick)
+  pipeline      `jobs.api.run`: Ray Data, 1 generation actor x diffgen's default torch threads (the
+                cores less one for the other stages: 1 on 2 cores), QC on, watermark + provenance
                 on, PNG encode, local folder
   pipeline-s3   the same, written to moto's S3 server on 127.0.0.1 (as the tests use)
   no-qc         pipeline with `qc.enabled=false`
   no-watermark  pipeline with `provenance.watermark=false`: no embedding and no read-back check. The
                 provenance record (PNG iTXt + XMP) has no switch and is still written; C2PA is off in
                 every variant (the job's default)
+  actors-1x2    pipeline, 1 actor x 2 threads (both cores: OpenMP threads that share their cores with
+                the QC, write and Ray processes)
   actors-1x1    pipeline, 1 actor x 1 thread
   actors-2x1    pipeline, 2 actors x 1 thread (the two cores split between two actors)
 
@@ -88,6 +93,7 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 
+from diffgen.stages.generate import default_cpu_threads  # noqa: E402
 from schemas.job import JobSpec, load_job_spec  # noqa: E402
 
 DEFAULT_JOB = ROOT / "examples" / "default" / "job.yaml"
@@ -102,14 +108,17 @@ TARGETS = {
 }
 # (numerator variant, denominator variant, what the ratio says)
 RATIOS = {
-    "pipeline_over_bare": ("pipeline", "bare", "everything on, 1 actor x 2 threads, over the bare loop on 2 threads"),
+    "pipeline_over_bare": ("pipeline", "bare", "everything on, 1 actor, default threads, over the bare loop"),
     "qc_on_over_off": ("pipeline", "no-qc", "QC on over off"),
     "watermark_on_over_off": ("pipeline", "no-watermark", "watermark on over off (provenance text stays on)"),
     "actors_2_over_1": ("actors-2x1", "actors-1x1", "2 actors x 1 thread over 1 actor x 1 thread"),
-    "actors_2x1_over_1x2": ("actors-2x1", "pipeline", "2 actors x 1 thread over 1 actor x 2 threads (same cores)"),
+    "actors_2x1_over_1x2": ("actors-2x1", "actors-1x2", "2 actors x 1 thread over 1 actor x 2 threads (same cores)"),
+    "default_threads_over_2": ("pipeline", "actors-1x2", "1 actor: diffgen's default threads over 2 threads"),
     "s3_over_local": ("pipeline-s3", "pipeline", "writing to loopback S3 over a local folder"),
     "bare_2_threads_over_1": ("bare", "bare-1t", "bare loop, 2 threads over 1"),
     "best_pipeline_over_bare": ("actors-2x1", "bare", "2 actors x 1 thread, everything on, over the bare loop"),
+    "bare_2_processes_over_1": ("bare-2x1", "bare-1t", "2 bare loops side by side over 1 (what the cores allow)"),
+    "actors_2x1_over_bare_2x1": ("actors-2x1", "bare-2x1", "2 actors over 2 bare loops side by side"),
 }
 
 
@@ -119,7 +128,7 @@ class Variant:
     kind: str  # bare | pipeline
     description: str
     actors: int = 1
-    threads: int | None = 2
+    threads: int | None = None  # None: diffgen's default (diffgen.stages.generate.default_cpu_threads)
     qc: bool = True
     watermark: bool = True
     output: str = "local"  # local | s3
@@ -128,13 +137,17 @@ class Variant:
 CPU_VARIANTS = [
     Variant("bare", "bare", "plain diffusers loop, 2 threads", threads=2),
     Variant("bare-1t", "bare", "plain diffusers loop, 1 thread", threads=1),
-    Variant("pipeline", "pipeline", "jobs.api.run, 1 actor x 2 threads, QC + watermark + provenance, local folder"),
+    Variant("bare-2x1", "bare", "2 plain diffusers loops side by side (2 processes x 1 thread), half the images each",
+            actors=2, threads=1),
+    Variant("pipeline", "pipeline", "jobs.api.run, 1 actor x diffgen's default threads, QC + watermark + provenance, "
+            "local folder"),
     Variant("pipeline-s3", "pipeline", "as pipeline, written to loopback S3 (moto)", output="s3"),
     Variant("no-qc", "pipeline", "as pipeline, qc.enabled=false", qc=False),
     Variant("no-watermark", "pipeline", "as pipeline, provenance.watermark=false", watermark=False),
+    Variant("actors-1x2", "pipeline", "as pipeline, 1 actor x 2 threads", threads=2),
     Variant("actors-1x1", "pipeline", "as pipeline, 1 actor x 1 thread", threads=1),
     Variant("actors-2x1", "pipeline", "as pipeline, 2 actors x 1 thread", actors=2, threads=1),
-]
+]  # fmt: skip
 GPU_VARIANTS = [
     Variant("bare", "bare", "plain diffusers loop on the GPU", threads=None),
     Variant("pipeline", "pipeline", "jobs.api.run, 1 generation actor, QC + watermark + provenance, local folder",
@@ -199,16 +212,10 @@ def _round(x: float | None, digits: int = 4) -> float | None:
 
 
 def ensure_default_model(spec: JobSpec) -> None:
-    """The embedded tiny model is built on demand (as `make demo` does); any other model must exist."""
+    """The job's model folder must exist (the embedded default, models/micro-sd, is committed)."""
     folder = Path(spec.model.id)
-    if (folder / "model_index.json").is_file():
-        return
-    if folder.resolve() != (ROOT / "examples" / "models" / "tiny-sd").resolve():
-        raise SystemExit(f"model folder {folder} does not exist")
-    from diffgen.tiny_models import build_tiny_sd
-
-    print(f"building the embedded model in {folder}", flush=True)
-    build_tiny_sd(folder)
+    if not (folder / "model_index.json").is_file():
+        raise SystemExit(f"model folder {folder} has no model_index.json")
 
 
 def benchmark_manifest(spec: JobSpec, images: int, folder: Path) -> tuple[Path, list[dict]]:
@@ -340,6 +347,30 @@ def run_bare(spec: JobSpec, rows: list[dict], variant: Variant, gpu: bool) -> Me
                        len(stamps), extra)  # fmt: skip
 
 
+def _bare_process(spec_json: str, rows: list[dict], variant: Variant) -> Measurement:
+    m = run_bare(JobSpec.model_validate_json(spec_json), rows, variant, False)
+    m.extra.pop("_first_images", None)
+    return m
+
+
+def run_bare_processes(spec: JobSpec, rows: list[dict], variant: Variant) -> Measurement:
+    """`variant.actors` bare loops at once, one process each on `variant.threads` threads, each over its
+    share of the rows: what the cores give several generators with nothing else running (the yardstick
+    for the actor variants). Rates add up; the wall time is the slowest process's."""
+    import multiprocessing
+
+    shares = [rows[i :: variant.actors] for i in range(variant.actors)]
+    with multiprocessing.get_context("spawn").Pool(variant.actors) as pool:
+        parts = pool.starmap(_bare_process, [(spec.model_dump_json(), share, variant) for share in shares])
+    wall = max(m.e2e_wall_s for m in parts)
+    steady = [m.steady_images_per_s for m in parts]
+    extra = {"processes": [{"images": m.images, "e2e_wall_s": m.e2e_wall_s,
+                            "steady_images_per_s": m.steady_images_per_s} for m in parts]}  # fmt: skip
+    return Measurement(variant.name, len(rows), wall, round(len(rows) / wall, 4),
+                       None if None in steady else round(sum(steady), 4), min(m.steady_window_s for m in parts),
+                       sum(m.stamps for m in parts), extra)  # fmt: skip
+
+
 def profile_stages(job: Path, manifest: Path, work: Path, images: int) -> dict:
     """diffgen's own stages called in this process on 1 thread, no Ray: seconds per image for each.
 
@@ -382,6 +413,83 @@ def profile_stages(job: Path, manifest: Path, work: Path, images: int) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- pipeline
+
+
+class ProcessCpu:
+    """CPU seconds per process role on this machine while a pipeline variant runs: utime + stime from
+    /proc/<pid>/stat, sampled every 0.5 s so that processes which exit before the end still count. A
+    process's role is read from its title (Ray names its workers after the actor or task they run); a
+    worker that ran tasks of several kinds counts under the last one."""
+
+    ROLES = (
+        ("_GenerateActor", "generate actors"),
+        ("QcActor", "qc actor"),
+        ("WriteStage", "write tasks"),
+        ("StatsSink", "qc stats sink"),
+        ("raylet", "raylet"),
+        ("gcs_server", "gcs server"),
+        ("ray::IDLE", "idle ray workers"),
+    )
+
+    def __init__(self) -> None:
+        self.tick = os.sysconf("SC_CLK_TCK")
+        self.driver = os.getpid()
+        self.first: dict[int, float] = {}
+        self.last: dict[int, tuple[str, float]] = {}
+        self.started = time.perf_counter()
+        self._sample(first=True)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _sample(self, first: bool = False) -> None:
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            pid = int(entry)
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2 :].split()
+            seconds = (int(fields[11]) + int(fields[12])) / self.tick  # utime, stime
+            if first:
+                self.first[pid] = seconds
+            # An exiting process reads an empty title, an idle Ray worker "ray::IDLE" between tasks:
+            # keep the last title that named what the process did.
+            known = self.last.get(pid, ("", 0.0))[0]
+            if not title.strip() or ("ray::IDLE" in title and known):
+                title = known
+            self.last[pid] = (title, seconds)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            self._sample()
+
+    def _role(self, pid: int, title: str) -> str:
+        if pid == self.driver:
+            return "driver (Ray Data executor)"
+        for key, role in self.ROLES:
+            if key in title:
+                return role
+        return "other ray processes" if "ray" in title else "other processes"
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        wall = time.perf_counter() - self.started
+        by_role: Counter = Counter()
+        for pid, (title, seconds) in self.last.items():
+            by_role[self._role(pid, title)] += seconds - self.first.get(pid, 0.0)
+        total = sum(by_role.values())
+        return {
+            "wall_s": round(wall, 2),
+            "cpu_s": round(total, 2),
+            "cores_busy": round(total / wall, 3) if wall else None,
+            "cpu_s_by_role": {k: round(v, 2) for k, v in by_role.most_common() if v >= 0.05},
+        }
 
 
 class NvmlSampler:
@@ -440,6 +548,7 @@ def run_pipeline(
         except Exception as e:  # noqa: BLE001 - pynvml missing or NVML unusable: the estimate stands alone
             print(f"    (no NVML sampling: {type(e).__name__}: {e})", flush=True)
     overrides = [*base_overrides, *pipeline_overrides(variant)]
+    cpu = None if gpu else ProcessCpu()
     t0 = time.perf_counter()
     try:
         summary = run(job, manifest=str(manifest), output=output, overrides=overrides).summary
@@ -448,6 +557,7 @@ def run_pipeline(
         if summary is None:
             raise
     wall = time.perf_counter() - t0
+    cpu_profile = cpu.stop() if cpu is not None else None
     ray.shutdown()
     if sampler is not None:
         sampler.stop()
@@ -463,6 +573,8 @@ def run_pipeline(
         "run_json_wall_time_s": summary.wall_time_s,
         "overrides": overrides,
     }
+    if cpu_profile is not None:
+        extra["cpu_profile"] = cpu_profile
     if sampler is not None and len(stamps) > 1:
         extra["gpu_busy_fraction_nvml"] = sampler.mean_between(stamps[0][0], stamps[-1][0])
     extra["_index"] = index
@@ -550,7 +662,9 @@ def session(
         for r in range(repeats):
             for v in variants:
                 print(f"[{r + 1}/{repeats}] {v.name}: {v.description}", flush=True)
-                if v.kind == "bare":
+                if v.kind == "bare" and v.actors > 1:
+                    m = run_bare_processes(spec, rows, v)
+                elif v.kind == "bare":
                     m = run_bare(spec, rows, v, gpu)
                 else:
                     output = s3_output() if v.output == "s3" else str(work / f"out-{v.name}-{r}")
@@ -577,6 +691,8 @@ def summarise(runs: dict[str, list[Measurement]], variants: list[Variant]) -> di
         steady = [m.steady_images_per_s for m in ms if m.steady_images_per_s is not None]
         out[name] = {
             **{k: val for k, val in asdict(by_name[name]).items() if k != "name"},
+            **({"default_threads": default_cpu_threads(by_name[name].actors)} if by_name[name].kind == "pipeline"
+               and by_name[name].threads is None else {}),
             "images": ms[0].images,
             "e2e_wall_s": round(statistics.median(m.e2e_wall_s for m in ms), 3),
             "e2e_images_per_s": round(statistics.median(m.e2e_images_per_s for m in ms), 4),
@@ -683,8 +799,9 @@ def table(result: dict) -> str:
             "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for name, v in block["variants"].items():
-            threads = v["threads"] or "default"
-            shape = f"bare x {threads}" if v["kind"] == "bare" else f"{v['actors']} x {threads}"
+            threads = v["threads"] or f"{v.get('default_threads', '?')} (default)"
+            bare = f"bare x {threads}" if v["actors"] == 1 else f"{v['actors']} bare x {threads}"
+            shape = bare if v["kind"] == "bare" else f"{v['actors']} x {threads}"
             qc, mark = (
                 ("-", "-") if v["kind"] == "bare" else ("on" if v["qc"] else "off", "on" if v["watermark"] else "off")
             )
@@ -704,6 +821,14 @@ def table(result: dict) -> str:
             verdict = {True: "PASS", False: "FAIL", None: "?"}[r["passed"]] if "target" in r else ""
             target = f">= {r['target']}" if "target" in r else ""
             lines.append(f"| {name} ({r['of']}) | {r['steady']} | {r['e2e']} | {target} | {verdict} |")
+        profiles = [(name, v["runs"][0]["cpu_profile"]) for name, v in block["variants"].items()
+                    if v["runs"] and v["runs"][0].get("cpu_profile")]  # fmt: skip
+        if profiles:
+            lines += ["", "CPU per image by process, first run of each variant (cores busy: CPU s / wall s):", ""]
+            for name, prof in profiles:
+                n = block["variants"][name]["images"]
+                roles = ", ".join(f"{role} {sec / n * 1000:.0f} ms" for role, sec in prof["cpu_s_by_role"].items())
+                lines.append(f"- {name}: {prof['cores_busy']} cores busy; {roles}")
         for key in ("gpu", "same_images", "stage_profile"):
             if block.get(key):
                 lines.append(f"\n{key}: {json.dumps(block[key])}")

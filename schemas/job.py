@@ -130,7 +130,10 @@ class ComputeSpec(_Strict):
         description="CPUs reserved in Ray per actor; 0 by default so actors never starve the read/write tasks.",
     )
     threads_per_actor: int | None = Field(
-        default=None, ge=1, description="torch intra-op threads per actor; default splits the node's cores."
+        default=None,
+        ge=1,
+        description="torch intra-op threads per CPU actor; default: the node's cores split between the actors, "
+        "less one of each share (when it has more than one) for QC, encoding and writes.",
     )
     batch_size: int = Field(default=4, ge=1, le=1024)
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -55,8 +55,7 @@ class GenerateStage:
         compute = self.spec.compute
         where = placement(compute)
         if where.device.type == "cpu":
-            threads = compute.threads_per_actor or max(1, (os.cpu_count() or 1) // compute.num_actors)
-            torch.set_num_threads(threads)
+            torch.set_num_threads(compute.threads_per_actor or default_cpu_threads(compute.num_actors))
         self.pipes = load_pipeline_set(self.spec, where)
         log.info(
             "generation stage ready: %s on %s (%s), %d ControlNet(s), %d LoRA(s)",
@@ -179,6 +178,19 @@ class GenerateStage:
         for name, values in columns.items():
             batch = batch.append_column(name, values)
         return batch
+
+
+def default_cpu_threads(num_actors: int, cores: int | None = None) -> int:
+    """torch intra-op threads for a CPU generation actor when the job does not set them: the node's
+    cores split between the actors, less one core of each share for the pipeline's other work (QC,
+    PNG encoding, writes, Ray itself) when the share is more than one core. OpenMP threads that share
+    their cores with other busy processes wait on each other at every parallel region: on 2 cores,
+    1 actor x 2 threads ran at 0.47 of the bare diffusers loop and 1 actor x 1 thread at 0.92
+    (benchmarks/results/pipeline-cpu-*.json)."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    share = max(1, cores // num_actors)
+    return max(1, share - 1)
 
 
 def _failed(result: Result | None) -> bool:

@@ -12,6 +12,7 @@ from PIL import Image
 
 from diffgen.records import expand
 from diffgen.stages import GenerateStage, WriteStage
+from diffgen.stages.generate import default_cpu_threads
 from schemas.job import JobSpec
 from schemas.record import INDEX_SCHEMA
 
@@ -210,3 +211,11 @@ def test_a_prompt_past_the_text_encoders_limit_is_recorded_as_truncated(optional
         "short": False, "fits": False, "cut": True, "shorter": False, "long": True
     }  # fmt: skip
     assert index.schema.field("prompt_truncated").type == INDEX_SCHEMA.field("prompt_truncated").type
+
+
+@pytest.mark.parametrize(
+    ("cores", "actors", "threads"),
+    [(2, 1, 1), (2, 2, 1), (1, 1, 1), (4, 1, 3), (16, 1, 15), (16, 4, 3), (16, 16, 1), (3, 8, 1)],
+)
+def test_cpu_actors_leave_a_core_of_their_share_to_the_other_stages(cores, actors, threads):
+    assert default_cpu_threads(actors, cores) == threads
