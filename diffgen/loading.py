@@ -177,6 +177,11 @@ def preflight(spec: JobSpec) -> Family:
     The family, the scheduler's fit, the ControlNets' classes and the LoRA files: a bad job
     fails here, on the driver, before any actor starts.
     """
+    return _preflight(spec)[0]
+
+
+def _preflight(spec: JobSpec) -> tuple[Family, dict]:
+    """`preflight`, and the model_index.json it read."""
     folder, index = model_index(spec.model)
     family = model_family(index)
     _check_no_custom_code(folder, index)
@@ -199,7 +204,7 @@ def preflight(spec: JobSpec) -> Family:
         check_loras(spec.loras)
     except LoraError as e:
         raise ModelLoadError(str(e)) from None
-    return family
+    return family, index
 
 
 def placement(compute: ComputeSpec, cuda_available: bool | None = None) -> Placement:
@@ -295,7 +300,7 @@ def load_pipeline_set(spec: JobSpec, where: Placement) -> PipelineSet:
     """The base pipeline with its scheduler, LoRAs, ControlNets and compute options, ready to sample."""
     from diffgen.schedulers import build_scheduler
 
-    family = preflight(spec)
+    family, index = _preflight(spec)
     offload = spec.compute.cpu_offload and where.device.type == "cuda"
     pipe = load_pipeline(spec.model, where, to_device=not offload)
     pipe.scheduler = build_scheduler(spec.sampler.scheduler, pipe.scheduler)
@@ -311,5 +316,5 @@ def load_pipeline_set(spec: JobSpec, where: Placement) -> PipelineSet:
         pipe, family, list(zip(spec.controlnets, controlnets)), offload_device=where.device if offload else None
     )
     if not spec.sampler.allow_untrained_size:
-        pipes.trained_sizes = trained_sizes(model_index(spec.model)[1])
+        pipes.trained_sizes = trained_sizes(index)
     return pipes

@@ -33,6 +33,34 @@ def _training_rows(training: dict | None) -> list[str]:
     return rows
 
 
+def _limits(acc: dict) -> list[str]:
+    """What the evaluation shows the model gets wrong, from its numbers."""
+    guided = acc["guided"]
+    chance = 1 / len(ATTRIBUTES["position"])
+    lines = []
+    if guided["position"] < 2 * chance:
+        lines.append(
+            f"- Position: the prompted position is found in {guided['position']:.1%} of images (chance: "
+            f"{chance:.1%}). The model ignores position words; the starting noise places the shape."
+        )
+    by_shape = acc.get("guided_shape_by_prompted_shape") or {}
+    if by_shape:
+        worst = min(by_shape, key=by_shape.get)
+        lines.append(
+            f"- Shapes: a prompted {worst} is drawn as one in {by_shape[worst]:.1%} of images (other shapes: "
+            + ", ".join(f"{k} {v:.1%}" for k, v in by_shape.items() if k != worst) + ")."
+        )
+    unguided = acc["unguided"]
+    if guided["shape_and_color"] < unguided["shape_and_color"] + 0.1:
+        lines.append(
+            f"- Guidance: shape and color are right in {guided['shape_and_color']:.1%} of images with guidance and "
+            f"{unguided['shape_and_color']:.1%} at guidance 1. Color ({unguided['color']:.1%}) and background "
+            f"({unguided['background']:.1%}) already follow the prompt without guidance, and guidance does not "
+            "fix the shapes the model misdraws."
+        )
+    return lines or ["- None found by the evaluation."]
+
+
 def model_card(models: Path, training: dict | None, evaluation: dict) -> str:
     acc, iou, clip, fid, speed = (evaluation[k] for k in ("attribute_accuracy", "controlnet_mask_iou", "clip_score",
                                                            "fid", "speed"))  # fmt: skip
@@ -71,9 +99,11 @@ def model_card(models: Path, training: dict | None, evaluation: dict) -> str:
         "## Training",
         "",
         "Scenes are rendered on the fly from seeds (the evaluation's seeds are never used in training). "
-        "The text encoder is the micro CLIP's text tower, frozen; the UNet predicts noise on VAE latents with "
-        "min-SNR weighting, an EMA of its weights, and an empty caption 10 % of the time for classifier-free "
-        "guidance; the ControlNet starts from the UNet's encoder and is trained with the UNet frozen.",
+        "The VAE's reconstruction loss weighs the pixels near the shape 10x (the shape is 5-11 % of a scene). "
+        "The UNet predicts the velocity (v-prediction, zero terminal SNR) on VAE latents, with an EMA of its "
+        "weights and an empty caption 10 % of the time for classifier-free guidance; its text encoder starts "
+        "as the micro CLIP's text tower and is trained along with it. The ControlNet starts from the UNet's "
+        "encoder and is trained with the UNet frozen. The judge sees real renders only, blurred and noised.",
         "",
         *_training_rows(training),
         "",
@@ -94,7 +124,13 @@ def model_card(models: Path, training: dict | None, evaluation: dict) -> str:
         f"| shape / color / size / position / background right (guided) | {acc['guided']['shape']:.3f} / "
         f"{acc['guided']['color']:.3f} / {acc['guided']['size']:.3f} / {acc['guided']['position']:.3f} / "
         f"{acc['guided']['background']:.3f} |",
+        "| shape right, by prompted shape (guided) | "
+        + ", ".join(f"{k}: {v:.3f}" for k, v in acc["guided_shape_by_prompted_shape"].items()) + " |",
+        "| shape and color right on validation prompts, by guidance scale | "
+        + ", ".join(f"{g}: {v:.3f}" for g, v in acc["validation_guidance_sweep"].items()) + " |",
         f"| the judge on held-out real renders (shape and color) | {acc['real_renders']['shape_and_color']:.3f} |",
+        f"| the judge on the same renders through the VAE and back; their PSNR | "
+        f"{acc['vae_round_trips']['shape_and_color']:.3f}; {evaluation['vae_round_trip_psnr_db']:.1f} dB |",
         f"| ControlNet mask IoU mean / median; same prompts without it | {iou['with_controlnet_mean']:.3f} / "
         f"{iou['with_controlnet_median']:.3f}; {iou['without_controlnet_mean']:.3f} |",
         f"| CLIP score, matching / shuffled prompts | {clip['matching_prompts_mean']:.2f} / "
@@ -107,6 +143,10 @@ def model_card(models: Path, training: dict | None, evaluation: dict) -> str:
         f"{speed['controlnet_seconds_per_image']:.3f} s/image) |",
         "",
         f"FID backbone: `{fid['backbone']}`, resize `{fid['resize']}`. Evaluated {evaluation['evaluated_at']}.",
+        "",
+        "## Limits",
+        "",
+        *_limits(acc),
         "",
         "![samples](samples.png)",
         "",

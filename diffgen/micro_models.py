@@ -6,9 +6,11 @@ family loads through exactly the code that loads Stable Diffusion 1.x. The one e
 attribute judge, a small CNN that predicts a scene's attributes and is trained on real renders only
 (`AttributeJudge`, saved as safetensors + config.json).
 
-The text encoder is the text tower of the micro CLIP, trained here contrastively on the captions and
-then frozen: it is the same class Stable Diffusion uses (`CLIPTextModel`), fits the size budget
-(a few hundred thousand parameters instead of the 22 M of a MiniLM sentence model), and its
+The text encoder starts as the text tower of the micro CLIP, trained here contrastively on the
+captions, and is then trained further along with the UNet (the contrastive loss shapes only the
+pooled end-of-text token, the UNet attends to every token): it is the same class Stable Diffusion
+uses (`CLIPTextModel`), fits the size budget (a few hundred thousand parameters instead of the
+22 M of a MiniLM sentence model), and its
 tokenizer holds the micro world's words as single tokens (all but "triangle", whose merge chain
 collides with an earlier word's), so a caption word is one position the UNet can attend to.
 """

@@ -1,9 +1,10 @@
 """Training of the micro model family from scratch, on scenes rendered on the fly.
 
-Order: the CLIP (contrastive, captions vs renders), the VAE (reconstruction), the UNet (noise
-prediction on VAE latents, text from the frozen CLIP text tower, captions dropped 10 % of the time
-so classifier-free guidance works), the ControlNet (the frozen UNet conditioned on the scene's mask),
-and the attribute judge (classification of real renders, never of generated images).
+Order: the CLIP (contrastive, captions vs renders), the VAE (reconstruction, weighted towards the
+shape), the UNet (v-prediction on VAE latents, captions dropped 10 % of the time so
+classifier-free guidance works) together with its text encoder (initialised from the CLIP's text
+tower), the ControlNet (the frozen UNet conditioned on the scene's mask), and the attribute judge
+(classification of real renders, never of generated images).
 
 Every step's data and noise derive from (seed, component, step), so a component resumed from its
 last checkpoint continues exactly where it stopped. Checkpoints hold the model, the optimizer, the
@@ -12,6 +13,7 @@ EMA and the step; a finished component is saved in its final form and is not tra
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -31,7 +33,8 @@ from diffusers import (
     UNet2DConditionModel,
 )
 from diffusers.training_utils import EMAModel, compute_snr
-from transformers import CLIPModel, CLIPTokenizer
+from torch import nn
+from transformers import CLIPModel, CLIPTextModel, CLIPTokenizer
 
 from diffgen.micro_models import (
     IMAGE_SIZE,
@@ -59,18 +62,23 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     steps: dict[str, int] = field(
-        default_factory=lambda: {"clip": 800, "vae": 1200, "unet": 3800, "controlnet": 800, "judge": 600}
+        default_factory=lambda: {"clip": 800, "vae": 2000, "unet": 7000, "controlnet": 1500, "judge": 600}
     )
     batch: dict[str, int] = field(
-        default_factory=lambda: {"clip": 128, "vae": 16, "unet": 32, "controlnet": 32, "judge": 64}
+        default_factory=lambda: {"clip": 128, "vae": 16, "unet": 64, "controlnet": 32, "judge": 64}
     )
     lr: dict[str, float] = field(
         default_factory=lambda: {"clip": 1e-3, "vae": 1e-3, "unet": 8e-4, "controlnet": 4e-4, "judge": 2e-3}
     )
     caption_dropout: float = 0.1  # UNet: empty caption, for classifier-free guidance
+    # The UNet's text encoder starts as the micro CLIP's text tower and is trained with the UNet
+    # (the contrastive loss trains only the pooled end-of-text token; the UNet attends to every token).
+    train_text_encoder: bool = True
     controlnet_caption_dropout: float = 0.3
+    judge_max_blur: float = 1.5  # Gaussian blur of the judge's training renders, up to this sigma in pixels
+    vae_shape_weight: float = 9.0  # extra reconstruction weight near the shape (see train_vae)
     phrase_keep: float = 0.75  # each of size / position / background is named with this probability
-    latent_pool: int = 16384  # scenes encoded once for the UNet and ControlNet
+    latent_pool: int = 32768  # scenes encoded once for the UNet and ControlNet
     checkpoint_every_s: float = 120.0
 
 
@@ -83,12 +91,14 @@ def training_caption(scene: Scene, rng: np.random.Generator, keep: float) -> str
     return scene.caption(size=not drop[0], position=not drop[1], background=not drop[2])
 
 
-def render_batch(scenes: list[Scene]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(images in [-1, 1] (N, 3, 64, 64), masks as control maps in [0, 1] (N, 3, 64, 64))."""
+def render_batch(scenes: list[Scene], control: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(images in [-1, 1] (N, 3, 64, 64), with `control` the masks as control maps in [0, 1] (N, 3, 64, 64))."""
     pixels, masks = zip(*(render(s, IMAGE_SIZE) for s in scenes))
     images = torch.from_numpy(np.stack(pixels).astype(np.float32) / 127.5 - 1.0).permute(0, 3, 1, 2)
-    control = torch.from_numpy(np.stack([mask_image(m) for m in masks]).astype(np.float32) / 255.0)
-    return images, control.permute(0, 3, 1, 2)
+    if not control:
+        return images, None
+    maps = torch.from_numpy(np.stack([mask_image(m) for m in masks]).astype(np.float32) / 255.0)
+    return images, maps.permute(0, 3, 1, 2)
 
 
 def _lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
@@ -206,13 +216,18 @@ def train_vae(config: TrainConfig, work: Path) -> tuple[AutoencoderKL, dict]:
 
     def loss(step: int) -> torch.Tensor:
         scenes, _ = _scenes(config, "vae", step, config.batch["vae"])
-        images, _ = render_batch(scenes)
+        images, control = render_batch(scenes, control=True)
         images = images.to(config.device)
+        # The shape covers 5-11 % of a scene: weighted by area alone, its color and outline lose to the
+        # flat background. Pixels within 2 of the shape's mask weigh `vae_shape_weight` more.
+        near = F.max_pool2d(control[:, :1].to(config.device), kernel_size=5, stride=1, padding=2)
+        weight = 1.0 + config.vae_shape_weight * near
         posterior = vae.encode(images).latent_dist
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
         z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator).to(config.device)
         recon = vae.decode(z).sample
-        return F.l1_loss(recon, images) + F.mse_loss(recon, images) + 1e-6 * posterior.kl().mean()
+        error = (recon - images).abs() + (recon - images).square()
+        return (error * weight).mean() / weight.mean() + 1e-6 * posterior.kl().mean()
 
     return vae, Trainer("vae", work, config, vae).run(loss)
 
@@ -237,7 +252,7 @@ def latent_pool(config: TrainConfig, vae: AutoencoderKL, work: Path) -> LatentPo
     latents, controls = [], []
     with torch.no_grad():
         for start in range(0, len(scenes), 256):
-            images, control = render_batch(scenes[start : start + 256])
+            images, control = render_batch(scenes[start : start + 256], control=True)
             latents.append(vae.encode(images.to(config.device)).latent_dist.mean.cpu())
             controls.append((control[:, :1] > 0.5))
     latents_t = torch.cat(latents)
@@ -257,9 +272,11 @@ def _noise_batch(config: TrainConfig, component: str, step: int, pool: LatentPoo
     return rng, index, x0, eps, t, noise.add_noise(x0, eps, t)
 
 
-def _encode_text(text_encoder, tokenizer: CLIPTokenizer, captions: list[str], device: str) -> torch.Tensor:
+def _encode_text(
+    text_encoder, tokenizer: CLIPTokenizer, captions: list[str], device: str, grad: bool = False
+) -> torch.Tensor:
     ids = tokenizer(captions, padding="max_length", truncation=True, return_tensors="pt").input_ids.to(device)
-    with torch.no_grad():
+    with torch.set_grad_enabled(grad):
         return text_encoder(ids)[0]
 
 
@@ -281,21 +298,28 @@ def _diffusion_loss(pred: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor, t: 
     return (per_sample * weight.to(per_sample.device)).mean()
 
 
-def train_unet(config, work, pool: LatentPool, text_encoder, tokenizer) -> tuple[UNet2DConditionModel, dict]:
+def train_unet(
+    config, work, pool: LatentPool, text_encoder, tokenizer
+) -> tuple[UNet2DConditionModel, CLIPTextModel, dict]:
+    """The UNet, and with `config.train_text_encoder` a copy of the text encoder trained along with it
+    (same optimizer, same EMA); else the frozen text encoder as given."""
     torch.manual_seed(config.seed + 2)
     unet = new_unet().to(config.device)
-    ema = EMAModel(unet.parameters(), decay=0.999, use_ema_warmup=True)
+    joint = config.train_text_encoder
+    text_encoder = copy.deepcopy(text_encoder).requires_grad_(joint)
+    model = nn.ModuleDict({"unet": unet, "text_encoder": text_encoder}) if joint else unet
+    ema = EMAModel(model.parameters(), decay=0.999, use_ema_warmup=True)
     noise = DDPMScheduler.from_config(scheduler().config)
 
     def loss(step: int) -> torch.Tensor:
         rng, index, x0, eps, t, noisy = _noise_batch(config, "unet", step, pool, noise)
-        text = _encode_text(
-            text_encoder, tokenizer, _captions(pool, index, rng, config, config.caption_dropout), config.device
-        )
+        captions = _captions(pool, index, rng, config, config.caption_dropout)
+        text = _encode_text(text_encoder, tokenizer, captions, config.device, grad=joint)
         pred = unet(noisy.to(config.device), t.to(config.device), text).sample
         return _diffusion_loss(pred, x0, eps, t, noise)
 
-    return unet, Trainer("unet", work, config, unet, ema).run(loss)
+    measured = Trainer("unet", work, config, model, ema).run(loss)
+    return unet, text_encoder.eval(), {**measured, "text_encoder_trained": joint}
 
 
 def train_controlnet(config, work, pool: LatentPool, unet, text_encoder, tokenizer) -> tuple[ControlNetModel, dict]:
@@ -317,6 +341,22 @@ def train_controlnet(config, work, pool: LatentPool, unet, text_encoder, tokeniz
     return controlnet, Trainer("controlnet", work, config, controlnet).run(loss)
 
 
+def _blur(images: torch.Tensor, sigmas: np.ndarray) -> torch.Tensor:
+    """Each image blurred by a Gaussian of its own standard deviation in pixels (0: unchanged)."""
+    x = np.arange(-3, 4, dtype=np.float32)
+    out = images.clone()
+    for i, sigma in enumerate(sigmas):
+        if sigma < 0.05:
+            continue
+        k = torch.from_numpy(np.exp(-(x**2) / (2 * sigma**2)))
+        k = (k / k.sum()).to(images)
+        channels = images.shape[1]
+        img = F.pad(images[i : i + 1], (3, 3, 3, 3), mode="replicate")
+        img = F.conv2d(img, k.view(1, 1, 1, 7).repeat(channels, 1, 1, 1), groups=channels)
+        out[i : i + 1] = F.conv2d(img, k.view(1, 1, 7, 1).repeat(channels, 1, 1, 1), groups=channels)
+    return out
+
+
 def train_judge(config: TrainConfig, work: Path) -> tuple[AttributeJudge, dict]:
     torch.manual_seed(config.seed + 4)
     judge = AttributeJudge().to(config.device)
@@ -324,7 +364,9 @@ def train_judge(config: TrainConfig, work: Path) -> tuple[AttributeJudge, dict]:
     def loss(step: int) -> torch.Tensor:
         scenes, rng = _scenes(config, "judge", step, config.batch["judge"])
         images, _ = render_batch(scenes)
-        # Sensor-like noise, so the judge does not rely on perfectly flat colour.
+        # Soft edges and sensor-like noise, so the judge relies neither on razor-sharp outlines nor on
+        # perfectly flat colour (a generated image has neither, and must be judged on what it shows).
+        images = _blur(images, rng.uniform(0, config.judge_max_blur, size=len(scenes)))
         sigma = torch.from_numpy(rng.uniform(0, 0.08, size=(len(scenes), 1, 1, 1)).astype(np.float32))
         generator = torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
         images = images + sigma * torch.randn(images.shape, generator=generator)
@@ -397,10 +439,18 @@ def train_all(config: TrainConfig, work: Path, out: Path, only: tuple[str, ...] 
     vae.register_to_config(scaling_factor=pool.scaling_factor)
 
     unet_dir = work / "unet-final"
-    report["unet"] = _component(
-        "unet", unet_dir, only, lambda: train_unet(config, work, pool, text_encoder, tokenizer), save_pretrained
-    )
-    unet = UNet2DConditionModel.from_pretrained(unet_dir).to(config.device).eval()
+
+    def train_unet_and_text() -> tuple[nn.Module, dict]:
+        unet, text, measured = train_unet(config, work, pool, text_encoder, tokenizer)
+        return nn.ModuleDict({"unet": unet, "text_encoder": text}), measured
+
+    def save_unet_and_text(pair: nn.ModuleDict, folder: Path) -> None:
+        for name, module in pair.items():
+            module.save_pretrained(folder / name, safe_serialization=True)
+
+    report["unet"] = _component("unet", unet_dir, only, train_unet_and_text, save_unet_and_text)
+    unet = UNet2DConditionModel.from_pretrained(unet_dir / "unet").to(config.device).eval()
+    text_encoder = CLIPTextModel.from_pretrained(unet_dir / "text_encoder").to(config.device).eval()
     assemble_pipeline(vae, text_encoder, tokenizer, unet).save_pretrained(out / "micro-sd", safe_serialization=True)
     index_path = out / "micro-sd" / "model_index.json"
     index = json.loads(index_path.read_text())
