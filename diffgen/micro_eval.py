@@ -31,7 +31,7 @@ from diffgen.loading import load_pipeline_set, placement
 from diffgen.metrics.clip_model import ClipModel
 from diffgen.metrics.clip_score import clip_score_kernel
 from diffgen.metrics.frechet import FeatureStats, fid
-from diffgen.micro_models import AttributeJudge, new_unet
+from diffgen.micro_models import AttributeJudge, new_unet, to_model_input
 from diffgen.micro_train import EVAL_SEED_OFFSET
 from diffgen.microworld import ATTRIBUTES, Scene, iou, mask_image, render, scene_for_seed, segment
 from diffgen.sampling import Request, generate
@@ -98,16 +98,16 @@ def generate_images(pipes: PipelineSet, prompts: list[str], config: EvalConfig, 
     return [r.pixels for r in results], seconds
 
 
-def _judge(judge: AttributeJudge, images: list[np.ndarray]) -> list[dict[str, str]]:
+def judge_reads(judge: AttributeJudge, images: list[np.ndarray]) -> list[dict[str, str]]:
+    """The judge's reading (attribute -> value) of each image."""
     predicted = []
     for start in range(0, len(images), 64):
         predicted += judge.predict(images[start : start + 64])
     return predicted
 
 
-def shape_accuracy_by_shape(judge: AttributeJudge, images: list[np.ndarray], scenes: list[Scene]) -> dict[str, float]:
-    """For each prompted shape, the share of its images the judge reads as that shape."""
-    predicted = _judge(judge, images)
+def shape_accuracy_by_shape(predicted: list[dict[str, str]], scenes: list[Scene]) -> dict[str, float]:
+    """For each prompted shape, the share of its images the judge (`predicted`) reads as that shape."""
     return {
         shape: float(np.mean([p["shape"] == shape for p, s in zip(predicted, scenes) if s.shape == shape]))
         for shape in ATTRIBUTES["shape"]
@@ -115,17 +115,20 @@ def shape_accuracy_by_shape(judge: AttributeJudge, images: list[np.ndarray], sce
     }
 
 
-def attribute_accuracy(judge: AttributeJudge, images: list[np.ndarray], scenes: list[Scene]) -> dict[str, float]:
-    predicted = _judge(judge, images)
+def accuracy_of(predicted: list[dict[str, str]], scenes: list[Scene]) -> dict[str, float]:
     hits = {name: np.mean([p[name] == getattr(s, name) for p, s in zip(predicted, scenes)]) for name in predicted[0]}
     both = np.mean([p["shape"] == s.shape and p["color"] == s.color for p, s in zip(predicted, scenes)])
     return {"shape_and_color": float(both), **{k: float(v) for k, v in hits.items()}}
 
 
+def attribute_accuracy(judge: AttributeJudge, images: list[np.ndarray], scenes: list[Scene]) -> dict[str, float]:
+    return accuracy_of(judge_reads(judge, images), scenes)
+
+
 @torch.no_grad()
 def vae_round_trip(vae, images: list[np.ndarray]) -> tuple[list[np.ndarray], float]:
     """`images` (RGB uint8) encoded to the latent mean and decoded, and the round trip's PSNR in dB."""
-    x = torch.from_numpy(np.stack(images).astype(np.float32) / 127.5 - 1.0).permute(0, 3, 1, 2)
+    x = to_model_input(images)
     out = torch.cat([vae.decode(vae.encode(x[i : i + 64]).latent_dist.mean).sample for i in range(0, len(x), 64)])
     pixels = ((out.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     mse = float(np.mean((pixels.astype(np.float64) - np.stack(images).astype(np.float64)) ** 2))
@@ -183,12 +186,13 @@ def evaluate(models: Path, config: EvalConfig = EvalConfig()) -> dict:
     iou_control = [iou(segment(img), m) for img, m in zip(controlled, masks)]
     iou_free = [iou(segment(img), m) for img, m in zip(free, masks)]
 
+    guided_reads = judge_reads(judge, guided)
     return {
         "config": asdict(config),
         "attribute_accuracy": {
-            "guided": attribute_accuracy(judge, guided, scenes),
+            "guided": accuracy_of(guided_reads, scenes),
             "unguided": attribute_accuracy(judge, unguided, scenes),
-            "guided_shape_by_prompted_shape": shape_accuracy_by_shape(judge, guided, scenes),
+            "guided_shape_by_prompted_shape": shape_accuracy_by_shape(guided_reads, scenes),
             "real_renders": attribute_accuracy(judge, floor, floor_scenes),
             # The same renders through the VAE and back: the most the UNet's images can show.
             "vae_round_trips": attribute_accuracy(judge, round_trips, floor_scenes),

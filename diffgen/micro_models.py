@@ -152,6 +152,11 @@ def scheduler() -> EulerDiscreteScheduler:
     )
 
 
+def to_model_input(images) -> torch.Tensor:
+    """RGB uint8 images (N, H, W, 3) as the float (N, 3, H, W) in [-1, 1] that the VAE and judge take."""
+    return torch.from_numpy(np.stack(images).astype(np.float32) / 127.5 - 1.0).permute(0, 3, 1, 2)
+
+
 def parameter_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -178,7 +183,7 @@ class AttributeJudge(nn.Module):
     @torch.no_grad()
     def predict(self, images: np.ndarray | list[np.ndarray]) -> list[dict[str, str]]:
         """Attribute names for RGB uint8 images (N, 64, 64, 3)."""
-        x = torch.from_numpy(np.stack(images).astype(np.float32) / 127.5 - 1.0).permute(0, 3, 1, 2)
+        x = to_model_input(images)
         self.eval()
         logits = self(x)
         picks = {name: out.argmax(dim=1).tolist() for name, out in logits.items()}

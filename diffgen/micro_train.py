@@ -47,8 +47,9 @@ from diffgen.micro_models import (
     new_vae,
     scheduler,
     text_encoder_from_clip,
+    to_model_input,
 )
-from diffgen.microworld import ATTRIBUTES, Scene, mask_image, render, sample_scene
+from diffgen.microworld import ATTRIBUTES, Scene, render, sample_scene
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +92,10 @@ def training_caption(scene: Scene, rng: np.random.Generator, keep: float) -> str
     return scene.caption(size=not drop[0], position=not drop[1], background=not drop[2])
 
 
-def render_batch(scenes: list[Scene], control: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(images in [-1, 1] (N, 3, 64, 64), with `control` the masks as control maps in [0, 1] (N, 3, 64, 64))."""
+def render_batch(scenes: list[Scene]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images in [-1, 1] (N, 3, 64, 64), the shapes' masks as 0/1 floats (N, 1, 64, 64))."""
     pixels, masks = zip(*(render(s, IMAGE_SIZE) for s in scenes))
-    images = torch.from_numpy(np.stack(pixels).astype(np.float32) / 127.5 - 1.0).permute(0, 3, 1, 2)
-    if not control:
-        return images, None
-    maps = torch.from_numpy(np.stack([mask_image(m) for m in masks]).astype(np.float32) / 255.0)
-    return images, maps.permute(0, 3, 1, 2)
+    return to_model_input(pixels), torch.from_numpy(np.stack(masks).astype(np.float32)).unsqueeze(1)
 
 
 def _lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
@@ -216,11 +213,11 @@ def train_vae(config: TrainConfig, work: Path) -> tuple[AutoencoderKL, dict]:
 
     def loss(step: int) -> torch.Tensor:
         scenes, _ = _scenes(config, "vae", step, config.batch["vae"])
-        images, control = render_batch(scenes, control=True)
+        images, masks = render_batch(scenes)
         images = images.to(config.device)
         # The shape covers 5-11 % of a scene: weighted by area alone, its color and outline lose to the
         # flat background. Pixels within 2 of the shape's mask weigh `vae_shape_weight` more.
-        near = F.max_pool2d(control[:, :1].to(config.device), kernel_size=5, stride=1, padding=2)
+        near = F.max_pool2d(masks.to(config.device), kernel_size=5, stride=1, padding=2)
         weight = 1.0 + config.vae_shape_weight * near
         posterior = vae.encode(images).latent_dist
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
@@ -252,9 +249,9 @@ def latent_pool(config: TrainConfig, vae: AutoencoderKL, work: Path) -> LatentPo
     latents, controls = [], []
     with torch.no_grad():
         for start in range(0, len(scenes), 256):
-            images, control = render_batch(scenes[start : start + 256], control=True)
+            images, masks = render_batch(scenes[start : start + 256])
             latents.append(vae.encode(images.to(config.device)).latent_dist.mean.cpu())
-            controls.append((control[:, :1] > 0.5))
+            controls.append(masks > 0.5)
     latents_t = torch.cat(latents)
     scaling = float(1.0 / latents_t.std())
     pool = LatentPool(scenes, latents_t * scaling, torch.cat(controls), scaling)
