@@ -376,8 +376,9 @@ def profile_stages(job: Path, manifest: Path, work: Path, images: int) -> dict:
 
     Shows what the pipeline's CPU stages cost next to generation on the same cores.
     """
-    from diffgen.stages import GenerateStage, WriteStage
+    from diffgen.stages.generate import GenerateStage
     from diffgen.stages.qc import QcStage
+    from diffgen.stages.write import WriteStage
     from pipelines.plan import plan
 
     torch.set_num_threads(1)
@@ -424,7 +425,7 @@ class ProcessCpu:
     ROLES = (
         ("_GenerateActor", "generate actors"),
         ("QcActor", "qc actor"),
-        ("WriteStage", "write tasks"),
+        ("WriteActor", "write actors"),
         ("StatsSink", "qc stats sink"),
         ("raylet", "raylet"),
         ("gcs_server", "gcs server"),

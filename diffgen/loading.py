@@ -9,7 +9,6 @@ ControlNets and LoRA adapters load once per actor next to the base pipeline.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from transformers.utils import logging as transformers_logging
 
 from diffgen.families import FAMILIES, FAMILY_BY_INDEX_CLASS, Family, UnknownFamilyError, family_for
 from diffgen.lora import LoraError, check_loras, load_loras
+from diffgen.model_folder import ModelLoadError, model_folder, model_index, read_json
 from diffgen.schedulers import check_scheduler
 from diffgen.variants import PipelineSet
 from schemas.job import ComputeSpec, ControlNetSpec, JobSpec, ModelSpec
@@ -41,46 +41,10 @@ PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
 COMPONENT_LIBRARIES = ("diffusers", "transformers")
 
 
-class ModelLoadError(RuntimeError):
-    """The model folder is missing, unreadable or of a kind diffgen cannot run."""
-
-
 @dataclass(frozen=True)
 class Placement:
     device: torch.device
     dtype: torch.dtype
-
-
-def _folder(model: ModelSpec, field: str) -> Path:
-    folder = Path(model.id)
-    if folder.is_dir():
-        return folder
-    if model.id.startswith((".", "/", "~")) or model.id.count("/") != 1:
-        raise ModelLoadError(f"{field}: folder {model.id} does not exist")
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(model.id, revision=model.revision, local_files_only=True))
-    except Exception as e:  # noqa: BLE001 - the hub client raises several unrelated types for "not cached"
-        raise ModelLoadError(
-            f"{field}: '{model.id}' is neither a local folder nor in the local hub cache "
-            f"(downloads are off; fetch it ahead of time): {type(e).__name__}"
-        ) from None
-
-
-def _read_json(path: Path, field: str, what: str) -> dict:
-    if not path.is_file():
-        raise ModelLoadError(f"{field}: {path.parent} has no {path.name}; is it a diffusers {what} folder?")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ModelLoadError(f"{field}: {path} is not valid JSON: {e}") from None
-
-
-def model_index(model: ModelSpec) -> tuple[Path, dict]:
-    """The model's folder and its parsed model_index.json, from disk or the local hub cache only."""
-    folder = _folder(model, "model.id")
-    return folder, _read_json(folder / "model_index.json", "model.id", "pipeline")
 
 
 def trained_sizes(index: dict) -> tuple[tuple[int, int], ...] | None:
@@ -162,8 +126,8 @@ def pipeline_class(index: dict) -> type[DiffusionPipeline]:
 
 def _controlnet_class(spec: ControlNetSpec, i: int, family: Family) -> tuple[Path, type]:
     field = f"controlnets.{i}.model.id"
-    folder = _folder(spec.model, field)
-    name = _read_json(folder / "config.json", field, "ControlNet").get("_class_name", "")
+    folder = model_folder(spec.model, field)
+    name = read_json(folder / "config.json", field, "ControlNet").get("_class_name", "")
     if name not in family.controlnets:
         raise ModelLoadError(
             f"{field}: {folder} holds a '{name}', but a {family.name} model takes {', '.join(family.controlnets)}"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from diffgen.loading import ModelLoadError
+from diffgen.model_folder import ModelLoadError
 from schemas.job import JobSpec, JobSpecError, load_job_spec
 from schemas.manifest import ManifestError
 from schemas.report import QcReport

@@ -136,6 +136,12 @@ class ComputeSpec(_Strict):
         "less one of each share (when it has more than one) for QC, encoding and writes.",
     )
     batch_size: int = Field(default=4, ge=1, le=1024)
+    write_actors: int | None = Field(
+        default=None,
+        ge=1,
+        description="Writer actors (watermark, PNG, provenance, writes), started once for the run; default: 1 "
+        "when generating on the CPU, two per generation actor on GPUs.",
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["fp32", "fp16", "bf16"] = "fp32"
     # Speed and memory options; those the CPU cannot honour are skipped with a log line.

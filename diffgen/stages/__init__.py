@@ -1,12 +1,9 @@
 """Pipeline stages as plain classes: `setup()` once (load weights), then `__call__(batch)` per Arrow batch.
 
-Each stage declares the columns it reads and adds; `check_chain` verifies a
-recipe before any model loads. Ray wraps these in `pipelines/`; here they run
-and test without a cluster.
+Each stage declares the columns it reads and adds; `diffgen.stages.chain.check_chain` verifies
+a recipe before any model loads. Ray wraps these in `pipelines/`; here they run and test without
+a cluster.
+
+Import a stage from its own module (`diffgen.stages.write`, ...), never from here: a Ray worker
+that unpickles the write stage must not import torch and diffusers for the generation stage.
 """
-
-from diffgen.stages.chain import Stage, check_chain
-from diffgen.stages.generate import GenerateStage
-from diffgen.stages.write import WriteStage
-
-__all__ = ["GenerateStage", "Stage", "WriteStage", "check_chain"]

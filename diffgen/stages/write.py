@@ -16,11 +16,12 @@ import pyarrow as pa
 
 from diffgen import storage, watermark
 from diffgen.c2pa_signing import C2paCredentials, C2paSigner, C2paSigningError, sign_png, verify_png
-from diffgen.loading import model_index
+from diffgen.model_folder import model_index
 from diffgen.png import encode_png
 from diffgen.provenance import ProvenanceRecord, git_commit, png_text_chunks, weights_hash
 from schemas.job import JobSpec
 from schemas.record import INDEX_COLUMNS, INDEX_SCHEMA, TRANSIENT_COLUMNS, RecordStatus
+
 
 def image_key(record_id: str) -> str:
     """`images/ab/abcdef....png`: a short hash prefix spreads objects over S3 key prefixes."""

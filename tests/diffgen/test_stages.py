@@ -8,10 +8,12 @@ import pytest
 
 from diffgen import storage
 from diffgen.png import decode_png
-from diffgen.records import expand
-from diffgen.stages import GenerateStage, WriteStage, check_chain
-from diffgen.stages.qc import QcStage
 from diffgen.provenance import PROVENANCE_KEY
+from diffgen.records import expand
+from diffgen.stages.chain import check_chain
+from diffgen.stages.generate import GenerateStage
+from diffgen.stages.qc import QcStage
+from diffgen.stages.write import WriteStage
 from schemas.job import JobSpec
 from schemas.record import INDEX_COLUMNS
 

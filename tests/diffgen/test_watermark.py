@@ -5,6 +5,7 @@ import io
 import numpy as np
 import pytest
 from imwatermark import WatermarkDecoder
+from imwatermark.dwtDctSvd import EmbedDwtDctSvd
 from PIL import Image, ImageDraw
 
 from diffgen import watermark as wm
@@ -99,6 +100,35 @@ def test_public_library_decoder_reads_the_mark() -> None:
     marked = wm.embed(smooth(256), PAYLOAD)
     bgr = np.ascontiguousarray(marked[..., ::-1])
     assert WatermarkDecoder("bytes", wm.PAYLOAD_BITS).decode(bgr, wm.METHOD) == PAYLOAD
+
+
+def _library(bits: list[int]) -> EmbedDwtDctSvd:
+    return EmbedDwtDctSvd(bits, wmLen=wm.PAYLOAD_BITS, scales=[0, 36, 0], block=4)
+
+
+@pytest.mark.parametrize(("rows", "cols"), [(32, 32), (50, 66), (256, 128)])
+def test_band_encoding_matches_the_library_block_by_block(rows: int, cols: int) -> None:
+    band = np.random.default_rng(rows).uniform(0, 510, (rows, cols))
+    bits = np.unpackbits(np.frombuffer(PAYLOAD, np.uint8))
+    expected = band.copy()
+    _library(bits.tolist()).encode_frame(expected, 36)
+    np.testing.assert_allclose(wm._encode_band(band, bits, 36), expected, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "pixels",
+    [wm.embed(smooth(64), PAYLOAD), wm.embed(noisy(200, seed=3), PAYLOAD), smooth(128), noisy(97),
+     wm.embed(smooth(97, width=130), PAYLOAD)],
+    ids=["marked-64", "marked-noise-200", "unmarked-128", "unmarked-noise-97", "marked-97x130"],
+)  # fmt: skip
+def test_extract_reads_the_bits_the_library_decoder_reads(pixels: np.ndarray) -> None:
+    # JPEG-damaged copies too, where many blocks vote against their bit.
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="JPEG", quality=70)
+    damaged = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+    for image in (pixels, damaged):
+        bits = _library([]).decode(np.ascontiguousarray(image[..., ::-1]))
+        assert wm.extract(image) == np.packbits(np.asarray(bits, np.uint8)).tobytes()
 
 
 def test_survives_jpeg_quality_90() -> None:

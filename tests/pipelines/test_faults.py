@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_driver_killed_mid_run_then_rerun_gives_exactly_one_row_per_record(ray_cluster, tmp_path, tiny_sd):
-    rows = [{"id": f"row-{i}", "prompt": f"prompt {i}", "num_images": 2} for i in range(8)]
+    rows = [{"id": f"row-{i}", "prompt": f"prompt {i}", "num_images": 2} for i in range(24)]
     manifest = write_manifest(tmp_path / "m.parquet", rows)
     out = tmp_path / "out"
     job = write_job(tmp_path / "job.yaml", tiny_sd, manifest=str(manifest), output=str(out),
@@ -31,15 +31,15 @@ def test_driver_killed_mid_run_then_rerun_gives_exactly_one_row_per_record(ray_c
     driver.send_signal(signal.SIGKILL)
     driver.wait(timeout=30)
     partial = read_index(str(out))
-    assert partial is not None and 0 < partial.num_rows < 16, "the kill should land mid-run"
+    assert partial is not None and 0 < partial.num_rows < 48, "the kill should land mid-run"
     assert not (out / "run.json").exists()
 
     summary = run(load_job_spec(job))
 
     c = summary.counts
-    assert (c.images_expected, c.images_written, c.rejected, c.failed) == (16, 16, 0, 0)
+    assert (c.images_expected, c.images_written, c.rejected, c.failed) == (48, 48, 0, 0)
     index = read_index(str(out))
     ids = index.column("record_id").to_pylist()
-    assert len(ids) == len(set(ids)) == 16
+    assert len(ids) == len(set(ids)) == 48
     for uri in index.column("image_uri").to_pylist():
         assert storage.exists(uri)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from diffgen.stages import WriteStage
+from diffgen.stages.write import WriteStage
 from pipelines.plan import plan
 from schemas.job import JobSpec
 from schemas.manifest import ManifestError

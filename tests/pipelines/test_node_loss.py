@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_losing_a_node_mid_run_loses_no_image(tmp_path, tiny_sd):
-    rows = [{"id": f"row-{i}", "prompt": f"prompt {i}", "num_images": 2} for i in range(8)]
+    rows = [{"id": f"row-{i}", "prompt": f"prompt {i}", "num_images": 2} for i in range(24)]
     manifest = write_manifest(tmp_path / "m.parquet", rows)
     out = tmp_path / "out"
     job = write_job(
@@ -26,6 +26,6 @@ def test_losing_a_node_mid_run_loses_no_image(tmp_path, tiny_sd):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
     report = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))[7:])
-    assert report["rows_before"] < 16, "the node must die mid-run"
-    assert report["counts"]["images_written"] == 16 and report["counts"]["failed"] == 0
-    assert report["rows"] == report["unique"] == 16
+    assert report["rows_before"] < 48, "the node must die mid-run"
+    assert report["counts"]["images_written"] == 48 and report["counts"]["failed"] == 0
+    assert report["rows"] == report["unique"] == 48

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from diffgen.records import expand
-from diffgen.stages import GenerateStage, WriteStage
-from diffgen.stages.generate import default_cpu_threads
+from diffgen.stages.generate import GenerateStage, default_cpu_threads
+from diffgen.stages.write import WriteStage
 from schemas.job import JobSpec
 from schemas.record import INDEX_SCHEMA
 

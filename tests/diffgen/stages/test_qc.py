@@ -14,7 +14,7 @@ from diffgen.metrics.frechet import FeatureStats
 from diffgen.metrics.reference import ReferenceSetError
 from diffgen.metrics.tiny_clip import build_tiny_clip
 from diffgen.png import encode_png
-from diffgen.stages import check_chain
+from diffgen.stages.chain import check_chain
 from diffgen.stages.qc import ALL_GROUP, QcStage, merge_stats_tables
 from schemas.qc import FidBackboneName, QcSpec
 

@@ -7,7 +7,8 @@ from diffgen import storage, watermark
 from diffgen.c2pa_signing import load_credentials
 from diffgen.provenance import read_png_provenance
 from diffgen.records import expand
-from diffgen.stages import GenerateStage, WriteStage
+from diffgen.stages.generate import GenerateStage
+from diffgen.stages.write import WriteStage
 from diffgen.verify import verify_image
 from schemas.job import JobSpec
 from tests.diffgen.c2pa_certs import make_pki
