@@ -379,6 +379,7 @@ def profile_stages(job: Path, manifest: Path, work: Path, images: int) -> dict:
     from diffgen.stages.generate import GenerateStage
     from diffgen.stages.qc import QcStage
     from diffgen.stages.write import WriteStage
+    from pipelines.generate import SCORE_AND_WRITE_ROWS
     from pipelines.plan import plan
 
     torch.set_num_threads(1)
@@ -397,11 +398,19 @@ def profile_stages(job: Path, manifest: Path, work: Path, images: int) -> dict:
         for stage in stages.values():
             stage.setup()
         seconds = dict.fromkeys(stages, 0.0)
+        generated = []
         for start in range(0, todo.num_rows, spec.compute.batch_size):
-            batch = todo.slice(start, spec.compute.batch_size)
-            for name, stage in stages.items():
+            t = time.perf_counter()
+            generated.append(stages["generate"](todo.slice(start, spec.compute.batch_size)))
+            seconds["generate"] += time.perf_counter() - t
+        # QC and writes take the pipeline's larger batches (pipelines.generate.SCORE_AND_WRITE_ROWS).
+        generated = pa.concat_tables(generated)
+        rows = max(spec.compute.batch_size, SCORE_AND_WRITE_ROWS)
+        for start in range(0, generated.num_rows, rows):
+            batch = generated.slice(start, rows)
+            for name in ("qc", "write"):
                 t = time.perf_counter()
-                batch = stage(batch)
+                batch = stages[name](batch)
                 seconds[name] += time.perf_counter() - t
         key = "watermark_on" if watermark else "watermark_off"
         out[key] = {f"{name}_s_per_image": round(s / todo.num_rows, 5) for name, s in seconds.items()}
@@ -418,7 +427,7 @@ def profile_stages(job: Path, manifest: Path, work: Path, images: int) -> dict:
 
 class ProcessCpu:
     """CPU seconds per process role on this machine while a pipeline variant runs: utime + stime from
-    /proc/<pid>/stat, sampled every 0.5 s so that processes which exit before the end still count. A
+    /proc/<pid>/stat, sampled every second so that processes which exit before the end still count. A
     process's role is read from its title (Ray names its workers after the actor or task they run); a
     worker that ran tasks of several kinds counts under the last one."""
 
@@ -465,7 +474,9 @@ class ProcessCpu:
             self.last[pid] = (title, seconds)
 
     def _run(self) -> None:
-        while not self._stop.wait(0.5):
+        # Every second: the sampler runs in the driver, and reading ~90 processes twice a second took
+        # a quarter of the driver's CPU (py-spy) on 2 cores.
+        while not self._stop.wait(1.0):
             self._sample()
 
     def _role(self, pid: int, title: str) -> str:
