@@ -379,7 +379,7 @@ def profile_stages(job: Path, manifest: Path, work: Path, images: int) -> dict:
     from diffgen.stages.generate import GenerateStage
     from diffgen.stages.qc import QcStage
     from diffgen.stages.write import WriteStage
-    from pipelines.generate import SCORE_AND_WRITE_ROWS
+    from pipelines.generate import score_and_write_rows
     from pipelines.plan import plan
 
     torch.set_num_threads(1)
@@ -403,9 +403,9 @@ def profile_stages(job: Path, manifest: Path, work: Path, images: int) -> dict:
             t = time.perf_counter()
             generated.append(stages["generate"](todo.slice(start, spec.compute.batch_size)))
             seconds["generate"] += time.perf_counter() - t
-        # QC and writes take the pipeline's larger batches (pipelines.generate.SCORE_AND_WRITE_ROWS).
+        # QC and writes take the pipeline's batches, larger than generation's.
         generated = pa.concat_tables(generated)
-        rows = max(spec.compute.batch_size, SCORE_AND_WRITE_ROWS)
+        rows = score_and_write_rows(spec.compute)
         for start in range(0, generated.num_rows, rows):
             batch = generated.slice(start, rows)
             for name in ("qc", "write"):
@@ -436,6 +436,12 @@ class ProcessCpu:
         ("QcActor", "qc actor"),
         ("WriteActor", "write actors"),
         ("StatsSink", "qc stats sink"),
+        # Ray Data's own helper actors, the largest of the overhead outside the stages on 2 cores.
+        ("_StatsActor", "ray data stats actor"),
+        ("_AutoscalingCoordinatorActor", "ray data autoscaling coordinator"),
+        ("ActorLocationTracker", "ray data actor location tracker"),
+        ("dashboard/agent.py", "dashboard agent"),
+        ("log_monitor.py", "log monitor"),
         ("raylet", "raylet"),
         ("gcs_server", "gcs server"),
         ("ray::IDLE", "idle ray workers"),

@@ -32,7 +32,7 @@ from pipelines.cluster import connect
 from pipelines.plan import Plan, plan, write_index_validation, write_rejects, write_validation
 from pipelines.qc import StatsSink, gather, qc_map
 from pipelines.write import write_map
-from schemas.job import JobSpec
+from schemas.job import ComputeSpec, JobSpec
 from schemas.record import RecordStatus
 from schemas.run import RunCounts, RunSummary
 
@@ -57,6 +57,11 @@ class _GenerateActor(GenerateStage):
 # micro CLIP scores 16 images at 0.6 of the cost of 4 x 4 (5.0 vs 8.6 ms per 64x64 image on 2
 # CPU cores), and each write batch is one index shard, so fewer and larger shards.
 SCORE_AND_WRITE_ROWS = 16
+
+
+def score_and_write_rows(compute: ComputeSpec) -> int:
+    """Rows per QC and write batch: the generation batch, or `SCORE_AND_WRITE_ROWS` when that is larger."""
+    return max(compute.batch_size, SCORE_AND_WRITE_ROWS)
 
 
 def _blocks(table: pa.Table, batch_size: int, num_actors: int) -> list[pa.Table]:
@@ -84,7 +89,7 @@ def execute(p: Plan) -> QcEvidence | None:
         num_gpus=compute.gpus_per_actor,
         num_cpus=compute.cpus_per_actor,
     )
-    rows = max(compute.batch_size, SCORE_AND_WRITE_ROWS)
+    rows = score_and_write_rows(compute)
     if sink is not None:
         ds = qc_map(ds, spec.qc, sink, batch_size=rows, gpus=compute.gpus_per_actor)
     ds = write_map(ds, p, batch_size=rows)

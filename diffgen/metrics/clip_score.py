@@ -52,7 +52,14 @@ class ClipScorer:
         images, prompts = as_rgb_batch(images), list(prompts)
         if len(images) != len(prompts):
             raise ValueError(f"got {len(images)} images but {len(prompts)} prompts")
-        return clip_score_kernel(self.clip.image_embeddings(images), self.clip.text_embeddings(prompts))
+        return self.score_embedded(self.clip.image_embeddings(images), prompts)
+
+    def score_embedded(self, image_embeddings: np.ndarray, prompts: Sequence[str]) -> np.ndarray:
+        """`score` for images already embedded by `self.clip` (e.g. as a CLIP FID backbone's features)."""
+        prompts = list(prompts)
+        if len(image_embeddings) != len(prompts):
+            raise ValueError(f"got {len(image_embeddings)} image embeddings but {len(prompts)} prompts")
+        return clip_score_kernel(image_embeddings, self.clip.text_embeddings(prompts))
 
     def truncated(self, prompts: Sequence[str]) -> np.ndarray:
         """(N,) bool: the prompt was longer than the text tower's maximum and only its start was scored."""

@@ -82,9 +82,14 @@ class QcStage:
         std: list[float | None] = [None] * n
         hashes: list[int | None] = [None] * n
         reasons: list[list[str] | None] = [None] * n
+        # A 'clip' FID backbone is the scorer's own model: its features are the score's image embeddings.
+        shared = self._scorer is not None and getattr(self._backbone, "clip", None) is self._scorer.clip
+        features = self._backbone.extract(images) if todo and shared else None
         if todo and self._scorer is not None:
             prompts = [rows[i]["prompt"] for i in todo]
-            for i, s, t in zip(todo, self._scorer.score(images, prompts), self._scorer.truncated(prompts)):
+            scores = (self._scorer.score(images, prompts) if features is None
+                      else self._scorer.score_embedded(features, prompts))  # fmt: skip
+            for i, s, t in zip(todo, scores, self._scorer.truncated(prompts)):
                 clip_score[i], truncated[i] = float(s), bool(t)
         threshold = self.spec.min_clip_score
         for i, check in zip(todo, check_images(images, self.spec.black_level, self.spec.flat_std)):
@@ -114,7 +119,9 @@ class QcStage:
             if reasons[i]:
                 rows[i].update(status=RecordStatus.REJECTED.value, error="qc: " + "; ".join(reasons[i]))
         kept = [k for k, i in enumerate(todo) if not reasons[i]]
-        self._update_stats([images[k] for k in kept], [rows[todo[k]] for k in kept])
+        if kept:
+            kept_features = self._backbone.extract([images[k] for k in kept]) if features is None else features[kept]
+            self._update_stats(kept_features, [rows[todo[k]] for k in kept])
 
         out = batch.set_column(batch.schema.get_field_index("status"), "status",
                                pa.array([r["status"] for r in rows], pa.string()))  # fmt: skip
@@ -134,10 +141,7 @@ class QcStage:
                 out = out.append_column(name, column)
         return out
 
-    def _update_stats(self, images: list[np.ndarray], rows: list[dict]) -> None:
-        if not images:
-            return
-        features = self._backbone.extract(images)
+    def _update_stats(self, features: np.ndarray, rows: list[dict]) -> None:
         groups: dict[str, list[int]] = {ALL_GROUP: list(range(len(rows)))}
         if self.spec.fid_group_by is not None:
             for k, row in enumerate(rows):

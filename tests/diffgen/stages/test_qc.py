@@ -96,6 +96,28 @@ def test_clip_score_matches_the_scorer_and_the_threshold_cuts_both_ways(tiny_cli
         assert error == f"qc: clip_score {score:.1f} < {np.ceil(expected.max() + 1):.1f}"
 
 
+def test_a_clip_fid_backbone_reuses_the_scores_image_embeddings(tiny_clip, scorer):
+    images = {f"n{k}": _noise(k) for k in range(5)}
+    batch = _batch(images)
+    expected = scorer.score(list(images.values()), [f"a picture number {k}" for k in range(5)])
+    # The threshold between the two lowest scores: exactly one image is rejected, the others feed FID.
+    low = np.sort(expected)[:2]
+    stage = _stage(clip_model=str(tiny_clip), fid_backbone="clip", min_clip_score=float(low.mean()))
+    calls = []
+    embed = stage._scorer.clip.image_embeddings
+    stage._scorer.clip.image_embeddings = lambda imgs: calls.append(len(imgs)) or embed(imgs)
+    out = stage(batch)
+    assert calls == [5]  # one pass over the batch serves both the score and the FID features
+    np.testing.assert_allclose(out.column("clip_score").to_numpy(), expected, rtol=1e-6)
+    kept = [images[r["record_id"]] for r in out.to_pylist() if r["status"] is None]
+    assert len(kept) == 4
+    features = scorer.clip.image_embeddings(kept)
+    stats = stage.stats[ALL_GROUP]
+    assert stats.backbone == scorer.name and stats.count == 4
+    np.testing.assert_allclose(stats.total, features.sum(axis=0), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(stats.outer, features.T @ features, rtol=1e-6, atol=1e-9)
+
+
 def test_already_rejected_or_failed_rows_pass_through_untouched():
     batch = _batch({"done": np.zeros((SIZE, SIZE, 3), np.uint8), "gone": None, "n0": _noise(0)},
                    status={"done": "rejected", "gone": "failed"})  # fmt: skip
