@@ -25,6 +25,9 @@ N prompts (the example manifest's rows, repeated with distinct ids and seeds):
                 the QC, write and Ray processes)
   actors-1x1    pipeline, 1 actor x 1 thread
   actors-2x1    pipeline, 2 actors x 1 thread (the two cores split between two actors)
+  actors-2x1-ray-niceness
+                actors-2x1 with `compute.helper_niceness=null`: QC and writers at Ray's worker niceness
+                (15, the generators') instead of 19
 
 Every pipeline variant starts its own Ray (stopped after the run), so its end-to-end time includes
 Ray's start, the actors' start and model load, compaction, the QC report and run.json.
@@ -119,6 +122,8 @@ RATIOS = {
     "best_pipeline_over_bare": ("actors-2x1", "bare", "2 actors x 1 thread, everything on, over the bare loop"),
     "bare_2_processes_over_1": ("bare-2x1", "bare-1t", "2 bare loops side by side over 1 (what the cores allow)"),
     "actors_2x1_over_bare_2x1": ("actors-2x1", "bare-2x1", "2 actors over 2 bare loops side by side"),
+    "helper_niceness_2x1": ("actors-2x1", "actors-2x1-ray-niceness",
+                            "2 actors: QC and writers at niceness 19 over Ray's 15 (the generators')"),
 }
 
 
@@ -132,6 +137,7 @@ class Variant:
     qc: bool = True
     watermark: bool = True
     output: str = "local"  # local | s3
+    helper_niceness: bool = True  # False: compute.helper_niceness=null, QC and writers at Ray's worker niceness
 
 
 CPU_VARIANTS = [
@@ -147,6 +153,8 @@ CPU_VARIANTS = [
     Variant("actors-1x2", "pipeline", "as pipeline, 1 actor x 2 threads", threads=2),
     Variant("actors-1x1", "pipeline", "as pipeline, 1 actor x 1 thread", threads=1),
     Variant("actors-2x1", "pipeline", "as pipeline, 2 actors x 1 thread", actors=2, threads=1),
+    Variant("actors-2x1-ray-niceness", "pipeline", "as actors-2x1, QC and writers at Ray's worker niceness "
+            "(compute.helper_niceness=null)", actors=2, threads=1, helper_niceness=False),
 ]  # fmt: skip
 GPU_VARIANTS = [
     Variant("bare", "bare", "plain diffusers loop on the GPU", threads=None),
@@ -546,6 +554,8 @@ def pipeline_overrides(variant: Variant) -> list[str]:
     ]
     if variant.threads is not None:
         overrides.append(f"compute.threads_per_actor={variant.threads}")
+    if not variant.helper_niceness:
+        overrides.append("compute.helper_niceness=null")
     return overrides
 
 
@@ -590,6 +600,8 @@ def run_pipeline(
         "steady_first_half_images_per_s": _round(first_half),
         "run_json_wall_time_s": summary.wall_time_s,
         "overrides": overrides,
+        # Seconds after the first write call, and the images each wrote: the run's timeline.
+        "write_stamps": [[round(t - stamps[0][0], 3), n] for t, n in stamps],
     }
     if cpu_profile is not None:
         extra["cpu_profile"] = cpu_profile

@@ -91,7 +91,7 @@ def execute(p: Plan) -> QcEvidence | None:
     )
     rows = score_and_write_rows(compute)
     if sink is not None:
-        ds = qc_map(ds, spec.qc, sink, batch_size=rows, gpus=compute.gpus_per_actor)
+        ds = qc_map(ds, spec.qc, sink, batch_size=rows, gpus=compute.gpus_per_actor, niceness=compute.helper_niceness)
     ds = write_map(ds, p, batch_size=rows)
     for _ in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
         pass

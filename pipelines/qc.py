@@ -32,6 +32,7 @@ from diffgen.metrics.frechet import FeatureStats
 from diffgen.report import QcEvidence, build_report, write_report
 from diffgen.stages.qc import QcStage
 from pipelines.cluster import connect
+from pipelines.priority import lower_cpu_priority
 from schemas.qc import QcSpec
 from schemas.record import RecordStatus
 
@@ -73,7 +74,8 @@ class StatsSink:
 class QcActor(QcStage):
     """The QC stage as a Ray Data actor that reports its FID statistics to a `StatsSink`."""
 
-    def __init__(self, spec: QcSpec, sink: ray.actor.ActorHandle):
+    def __init__(self, spec: QcSpec, sink: ray.actor.ActorHandle, niceness: int | None = None):
+        lower_cpu_priority(niceness)
         super().__init__(spec)
         self.setup()
         self._sink = sink
@@ -105,12 +107,19 @@ class QcActor(QcStage):
 
 
 def qc_map(
-    ds: ray.data.Dataset, spec: QcSpec, sink: ray.actor.ActorHandle, *, batch_size: int, gpus: float
+    ds: ray.data.Dataset,
+    spec: QcSpec,
+    sink: ray.actor.ActorHandle,
+    *,
+    batch_size: int,
+    gpus: float,
+    niceness: int | None = None,
 ) -> ray.data.Dataset:
-    """`ds` scored by one QC actor (a quarter GPU next to the generators when there are GPUs)."""
+    """`ds` scored by one QC actor (a quarter GPU next to the generators when there are GPUs), at
+    `niceness` (`pipelines.priority`) when it shares the nodes with generation."""
     return ds.map_batches(
         QcActor,
-        fn_constructor_args=(spec, sink),
+        fn_constructor_args=(spec, sink, niceness),
         batch_size=batch_size,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=1),

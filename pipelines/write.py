@@ -13,6 +13,7 @@ import ray
 
 from diffgen.c2pa_signing import C2paCredentials
 from diffgen.stages.write import WriteStage
+from pipelines.priority import lower_cpu_priority
 from schemas.job import ComputeSpec, JobSpec
 
 if TYPE_CHECKING:  # the plan's module imports diffusers (pre-flight)
@@ -29,6 +30,7 @@ class WriteActor(WriteStage):
     """
 
     def __init__(self, spec: JobSpec, output: str, run_id: str, credentials: C2paCredentials | None):
+        lower_cpu_priority(spec.compute.helper_niceness)
         super().__init__(spec, output, run_id, credentials)
         self.setup()
 

@@ -142,6 +142,14 @@ class ComputeSpec(_Strict):
         description="Writer actors (watermark, PNG, provenance, writes), started once for the run; default: 1 "
         "when generating on the CPU, two per generation actor on GPUs.",
     )
+    helper_niceness: int | None = Field(
+        default=19,
+        ge=0,
+        le=19,
+        description="Unix niceness the QC and writer actors raise theirs to (Ray starts every worker, generation "
+        "actors included, at 15; it is never lowered): 19, the lowest CPU priority, lets generation take a busy "
+        "node's cores first. null keeps Ray's.",
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["fp32", "fp16", "bf16"] = "fp32"
     # Speed and memory options; those the CPU cannot honour are skipped with a log line.
