@@ -7,7 +7,6 @@ import sys
 import pytest
 import ray
 
-from pipelines.priority import lower_cpu_priority
 from pipelines.qc import QcActor, StatsSink
 from pipelines.write import WriteActor
 from schemas.job import JobSpec
