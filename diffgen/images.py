@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import io
 import warnings
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
@@ -20,7 +22,50 @@ MAX_PIXELS = 64 * 1024 * 1024
 
 
 class ImageInputError(ValueError):
-    """An input image that cannot be used; the message is the reason, fit for an `error` column."""
+    """An input image that cannot be used; the message is the reason, fit for an `error` column.
+
+    `transient`: the store could not be reached or answered with a server error; the row is
+    `failed` (tried again on resume) rather than `rejected` (missing, refused or undecodable).
+    """
+
+    def __init__(self, message: str, *, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    """What a run reads as an input image: `policy.max_input_bytes`, `input_timeout_s`, `input_roots`."""
+
+    max_bytes: int = 64 * 2**20
+    timeout_s: float = 60.0
+    roots: tuple[str, ...] | None = None
+
+
+# Errors that say the input itself is wrong: reading it again cannot help.
+_PERMANENT = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, storage.InputRefusedError,
+              storage.UnsupportedUriError)  # fmt: skip
+# Reads run here so that one that hangs (a stalled server) costs its row, not its batch.
+_READERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="diffgen-input")
+
+
+def read_input_bytes(uri: str, limits: InputLimits) -> bytes:
+    """The bytes of an input image within `limits`; `ImageInputError` (transient or not) says why not."""
+    if limits.roots is not None and not storage.under(uri, list(limits.roots)):
+        raise ImageInputError(f"{uri} is outside policy.input_roots")
+    future = _READERS.submit(storage.read_bounded, uri, limits.max_bytes)
+    try:
+        return future.result(timeout=limits.timeout_s)
+    except FutureTimeout:
+        future.cancel()
+        raise ImageInputError(f"cannot read {uri} (no answer within policy.input_timeout_s={limits.timeout_s:g} s)",
+                              transient=True) from None  # fmt: skip
+    except FileNotFoundError:
+        raise ImageInputError(f"cannot read {uri} (not found)") from None
+    except _PERMANENT as e:
+        raise ImageInputError(f"cannot read {uri} ({type(e).__name__}: {e})"[:500]) from None
+    except Exception as e:  # noqa: BLE001 - connection errors, timeouts and 5xx of every fsspec backend
+        raise ImageInputError(f"cannot read {uri} ({type(e).__name__}: {e})"[:500], transient=True) from None
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,14 +86,9 @@ def decode_image(data: bytes, mode: str) -> Image.Image:
             return image.convert(mode)
 
 
-def read_image(uri: str, mode: str = "RGB") -> InputImage:
+def read_image(uri: str, mode: str = "RGB", limits: InputLimits = InputLimits()) -> InputImage:
     """The decoded image at `uri` and the sha256 of its bytes; `ImageInputError` says why not."""
-    try:
-        data = storage.read_bytes(uri)
-    except FileNotFoundError:
-        raise ImageInputError(f"cannot read {uri} (not found)") from None
-    except Exception as e:  # fsspec backends raise their own types for permissions, timeouts, bad buckets
-        raise ImageInputError(f"cannot read {uri} ({type(e).__name__}: {e})"[:500]) from None
+    data = read_input_bytes(uri, limits)
     try:
         image = decode_image(data, mode)
     except ImageInputError as e:

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 import diffgen
 from diffgen.png import decode_png
+from schemas.record import LoraUse
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class ProvenanceRecord(BaseModel):
     model_id: str = Field(min_length=1)
     model_revision: str | None = None
     model_weights_sha256: str | None = Field(default=None, description="`weights_hash` of the model folder.")
+    loras: list[LoraUse] | None = Field(default=None, description="LoRA adapters applied: name, file, weight, sha256.")
     model_family: str | None = Field(
         default=None, description="The diffusers pipeline class, e.g. StableDiffusionPipeline."
     )
@@ -223,6 +225,17 @@ def provenance_from_text(text: dict[str, str]) -> tuple[dict[str, Any] | None, s
 
 
 _weights_cache: dict[tuple[str, tuple[tuple[str, int, int], ...]], str] = {}
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of one local file (a LoRA adapter), cached while its size and modification time stay the same."""
+    f = Path(path)
+    stat = f.stat()
+    key = (str(f.resolve()), ((f.name, stat.st_size, stat.st_mtime_ns),))
+    if key not in _weights_cache:
+        with f.open("rb") as handle:
+            _weights_cache[key] = hashlib.file_digest(handle, "sha256").hexdigest()
+    return _weights_cache[key]
 
 
 def weights_hash(folder: str | Path) -> str:

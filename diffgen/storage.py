@@ -24,10 +24,22 @@ _OPTIONS: dict[str, dict] = {
 }
 
 
+class UnsupportedUriError(ValueError):
+    """A URI whose protocol fsspec does not know, or whose filesystem package is not installed."""
+
+
 def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """The filesystem that holds `uri` and the path within it."""
     protocol = uri.split("://", 1)[0] if "://" in uri else "file"
-    return fsspec.core.url_to_fs(uri, **_OPTIONS.get(protocol, {}))
+    try:
+        return fsspec.core.url_to_fs(uri, **_OPTIONS.get(protocol, {}))
+    except ImportError as e:
+        raise UnsupportedUriError(f"{uri}: the '{protocol}://' filesystem is not installed ({e})"[:300]) from None
+    except ValueError as e:
+        if protocol not in fsspec.available_protocols():
+            raise UnsupportedUriError(f"{uri}: unknown protocol '{protocol}://' (use a local path, file://, s3://, "
+                                      "or another fsspec protocol)") from None  # fmt: skip
+        raise
 
 
 def join(uri: str, *parts: str) -> str:
@@ -38,6 +50,79 @@ def join(uri: str, *parts: str) -> str:
 def read_bytes(uri: str) -> bytes:
     fs, path = filesystem(uri)
     return fs.cat_file(path)
+
+
+class InputRefusedError(ValueError):
+    """An input that is not a regular file, or larger than the limit: reading it again cannot help."""
+
+
+def read_bounded(uri: str, max_bytes: int) -> bytes:
+    """The bytes of a regular file at `uri`, refusing anything else before reading (FIFOs, devices,
+    folders: `InputRefusedError`) and anything larger than `max_bytes`, by its stated size first and by
+    what is actually read (procfs and some HTTP servers state none)."""
+    fs, path = filesystem(uri)
+    if not _is_http(fs):
+        _check_stated(fs.info(path), max_bytes)
+    with _open_bounded(fs, path, max_bytes) as handle:
+        data = _read_up_to(handle, max_bytes + 1)
+    if len(data) > max_bytes:
+        raise InputRefusedError(f"more than policy.max_input_bytes={max_bytes} bytes")
+    return data
+
+
+def check_input(uri: str, max_bytes: int) -> None:
+    """`read_bounded`'s checks without reading the bytes: raises what it would raise before reading."""
+    fs, path = filesystem(uri)
+    if _is_http(fs):
+        with _open_bounded(fs, path, max_bytes):
+            return
+    _check_stated(fs.info(path), max_bytes)
+
+
+def _is_http(fs: fsspec.AbstractFileSystem) -> bool:
+    protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
+    return bool(protocols & {"http", "https"})
+
+
+def _check_stated(info: dict, max_bytes: int) -> None:
+    if info.get("type") != "file":
+        raise InputRefusedError(f"not a regular file ({info.get('type')})")
+    size = info.get("size")
+    if isinstance(size, int) and size > max_bytes:
+        raise InputRefusedError(f"{size} bytes is above policy.max_input_bytes={max_bytes}")
+
+
+def _open_bounded(fs: fsspec.AbstractFileSystem, path: str, max_bytes: int):
+    if _is_http(fs):
+        # fsspec's HTTP info() reports every failure, an outage too, as "not found": stream one GET
+        # instead (a given size skips the HEAD; block size 0 streams), which raises 404 and 5xx apart.
+        return fs.open(path, "rb", block_size=0, size=max_bytes + 1)
+    return open(path, "rb") if isinstance(fs, LocalFileSystem) else fs.open(path, "rb")
+
+
+def _read_up_to(handle, n: int) -> bytes:
+    """Up to `n` bytes: a stream's read() may return less than asked before its end."""
+    chunks, total = [], 0
+    while total < n and (chunk := handle.read(n - total)):
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)
+
+
+def under(uri: str, roots: list[str]) -> bool:
+    """Whether `uri` lies inside one of `roots` (URI prefixes), compared after normalising both:
+    local paths resolved (symlinks, '..'), other paths with '..' and '.' folded."""
+    protocol, path = _normalised(uri)
+    for root in roots:
+        root_protocol, root_path = _normalised(root)
+        if protocol == root_protocol and (path == root_path or path.startswith(root_path.rstrip("/") + "/")):
+            return True
+    return False
+
+
+def _normalised(uri: str) -> tuple[str, str]:
+    protocol, path = location(uri)
+    return protocol, path if protocol == "file" else posixpath.normpath(path)
 
 
 def write_bytes(uri: str, data: bytes) -> None:
@@ -131,6 +216,11 @@ def probe_writable(uri: str) -> None:
             existing = os.path.dirname(existing)
         if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
             raise PermissionError(f"{existing} is not a writable folder")
+        # Permission bits do not tell everything (procfs, read-only mounts): create a file and remove it.
+        probe = os.path.join(existing, f".diffgen-probe-{uuid.uuid4().hex}")
+        with open(probe, "xb"):
+            pass
+        os.remove(probe)
         return
     probe = join(uri, f".diffgen-probe-{uuid.uuid4().hex}")
     write_bytes(probe, b"probe")

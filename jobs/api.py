@@ -18,7 +18,10 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from diffgen.index import CorruptIndexError
 from diffgen.model_folder import ModelLoadError
+from diffgen.storage import UnsupportedUriError
+from diffgen.resume import ChangedRecordsError
 from schemas.job import JobSpec, JobSpecError, load_job_spec
 from schemas.manifest import ManifestError
 from schemas.report import QcReport
@@ -84,14 +87,32 @@ def _offline_env() -> None:
 @contextmanager
 def _typed_errors() -> Iterator[None]:
     """The library's errors as the API's: input problems vs. infrastructure problems."""
-    from pipelines.plan import OutputError
+    from pipelines.plan import InputUnreachableError, OutputError
 
     try:
         yield
-    except (JobSpecError, ManifestError, ModelLoadError) as e:
+    except (JobSpecError, ManifestError, ModelLoadError, ChangedRecordsError, CorruptIndexError,
+            UnsupportedUriError) as e:  # fmt: skip
         raise InvalidInputError(str(e)) from None
-    except OutputError as e:
+    except (OutputError, InputUnreachableError) as e:
         raise InfrastructureError(str(e)) from None
+    except RunError:
+        raise
+    except Exception as e:  # noqa: BLE001 - storage, cluster and runtime failures of every library
+        raise InfrastructureError(one_line(e)) from e
+
+
+def one_line(error: BaseException) -> str:
+    """An error as one line a log can hold: the innermost cause Ray or a library wrapped, its first line."""
+    seen = set()
+    while id(error) not in seen:
+        seen.add(id(error))
+        inner = getattr(error, "cause", None) or error.__cause__
+        if not isinstance(inner, BaseException):
+            break
+        error = inner
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0] if lines else '(no message)'}"[:500]
 
 
 def resolve(

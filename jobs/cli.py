@@ -40,6 +40,14 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a job spec field, e.g. --set sampler.steps=20 (repeatable)",
     )  # fmt: skip
+    parser.add_argument(
+        "--overwrite-changed", action="store_true",
+        help="make again the committed records whose inputs changed (default: refuse; policy.changed_records)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--quarantine-corrupt-index", action="store_true",
+        help="move unreadable index shards to OUTPUT/quarantine/ and make their records again (policy.corrupt_index)",
+    )  # fmt: skip
     parser.add_argument("-v", "--verbose", action="store_true")
 
 
@@ -51,7 +59,12 @@ def add_calibrate_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _job_kwargs(args: argparse.Namespace) -> dict:
-    return {"manifest": args.manifest, "output": args.output, "overrides": args.overrides}
+    overrides = list(args.overrides)
+    if getattr(args, "overwrite_changed", False):
+        overrides.append("policy.changed_records=overwrite")
+    if getattr(args, "quarantine_corrupt_index", False):
+        overrides.append("policy.corrupt_index=quarantine")
+    return {"manifest": args.manifest, "output": args.output, "overrides": overrides}
 
 
 def validate_command(args: argparse.Namespace) -> int:
@@ -80,6 +93,7 @@ def run_command(args: argparse.Namespace) -> int:
         summary = e.summary
     except api.RunError as e:
         log.error("%s", e)
+        log.debug("traceback", exc_info=e.__cause__)
         return e.exit_code
     print(summary.model_dump_json(indent=2))
     c = summary.counts
@@ -200,8 +214,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging(getattr(args, "verbose", False))
-    return args.handler(args)
+    verbose = getattr(args, "verbose", False)
+    configure_logging(verbose)
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # noqa: BLE001 - a batch job's log gets one line, not a traceback (-v shows it)
+        log.error("%s%s", api.one_line(e), "" if verbose else " (run with -v for the traceback)")
+        log.debug("traceback", exc_info=e)
+        return api.EXIT_INFRA
 
 
 if __name__ == "__main__":

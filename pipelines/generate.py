@@ -20,16 +20,14 @@ import pyarrow as pa
 import ray
 
 from diffgen import storage
-from diffgen.index import compact, read_index
+from diffgen.index import compact, quarantine_corrupt_shards, read_index
 from diffgen.report import QcEvidence, build_report, write_report
 from diffgen.stages.chain import check_chain
 from diffgen.stages.generate import GenerateStage
-from diffgen.stages.qc import QcStage
-from diffgen.stages.write import WriteStage
 from diffgen.versions import package_versions
 from diffgen.webdataset import pack as pack_webdataset
 from pipelines.cluster import connect
-from pipelines.plan import Plan, plan, write_index_validation, write_rejects, write_validation
+from pipelines.plan import Plan, plan, stage_chain, write_index_validation, write_rejects, write_validation
 from pipelines.qc import StatsSink, gather, qc_map
 from pipelines.write import write_map
 from schemas.job import ComputeSpec, JobSpec
@@ -74,9 +72,7 @@ def _blocks(table: pa.Table, batch_size: int, num_actors: int) -> list[pa.Table]
 def execute(p: Plan) -> QcEvidence | None:
     """Generate and write every record in `p.todo`; with QC on, what the scoring actors measured."""
     spec, compute = p.spec, p.spec.compute
-    stages = [GenerateStage(spec), *([QcStage(spec.qc)] if spec.qc.enabled else []),
-              WriteStage(spec, p.output, p.run_id, p.credentials)]  # fmt: skip
-    check_chain(p.todo.column_names, stages)
+    check_chain(p.todo.column_names, stage_chain(spec, p.output, p.run_id, p.credentials))
     connect()
     sink = StatsSink.remote() if spec.qc.enabled else None
     ds = ray.data.from_arrow(_blocks(p.todo, compute.batch_size, compute.num_actors))
@@ -103,12 +99,16 @@ def execute(p: Plan) -> QcEvidence | None:
 
 def run(spec: JobSpec) -> RunSummary:
     started, t0 = datetime.now(UTC), time.perf_counter()
+    if spec.policy.corrupt_index == "quarantine" and spec.output is not None:
+        for uri in quarantine_corrupt_shards(spec.output):
+            log.warning("index shard %s cannot be read: moved to quarantine/, its records are made again", uri)
     p = plan(spec)
     log.info("plan: %s", p.describe())
     write_rejects(p)
     write_validation(p)
     evidence = execute(p) if p.todo.num_rows else None
-    removed = compact(p.output)
+    current = dict(zip(p.records.column("record_id").to_pylist(), p.records.column("fingerprint").to_pylist()))
+    removed = compact(p.output, current)
     if removed:
         log.info("index compacted: %d superseded row(s) removed", removed)
     index = read_index(p.output)

@@ -20,11 +20,17 @@ import pyarrow.compute as pc
 from diffgen import storage
 from diffgen.c2pa_signing import C2paConfigError, C2paCredentials, load_credentials
 from diffgen.expectations import Failure, SuiteResult, validate_index, validate_manifest_table, write_result
-from diffgen.index import INDEX_DIR, REJECTS_DIR, committed_ids
+from diffgen.fingerprint import fingerprinted, job_inputs
+from diffgen.index import INDEX_DIR, REJECTS_DIR, read_index
 from diffgen.loading import preflight
 from diffgen.records import expand
+from diffgen.resume import resume_state
+from diffgen.stages.chain import check_chain
+from diffgen.stages.generate import GenerateStage
+from diffgen.stages.qc import QcStage
+from diffgen.stages.write import WriteStage
 from schemas.job import JobSpec, JobSpecError
-from schemas.manifest import ManifestError, check_rows, describe_row_problems
+from schemas.manifest import ManifestError, check_rows, describe_row_problems, with_plain_strings
 from schemas.record import INDEX_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -47,6 +53,7 @@ class Plan:
     rejected_images: int  # images the rejected rows owed
     credentials: C2paCredentials | None = None  # checked C2PA chain and key, when the job signs
     manifest_validation: SuiteResult | None = None  # the manifest suite's result, saved with the run
+    changed: int = 0  # committed records made from other inputs, made again (policy.changed_records: overwrite)
 
     @property
     def images_expected(self) -> int:
@@ -65,6 +72,7 @@ class Plan:
             "invalid_rows": 0 if self.rejects is None else self.rejects.num_rows,
             "images_expected": self.images_expected,
             "already_committed": self.records.num_rows - self.todo.num_rows,
+            "changed_records": self.changed,
             "images_to_generate": self.todo.num_rows,
             "batches": self.batches,
             "actors": self.spec.compute.num_actors,
@@ -150,21 +158,83 @@ def check_qc_inputs(spec: JobSpec) -> None:
         raise JobSpecError("; ".join(missing))
 
 
-def check_input_images(records: pa.Table, spec: JobSpec, *, threads: int = 16) -> None:
-    """Every distinct init, mask and control image the records name exists (the pre-flight's check;
-    a run itself rejects a row whose image is missing, with the reason, and goes on)."""
+class InputUnreachableError(RuntimeError):
+    """An input image's store could not be reached during the pre-flight (an outage, not a bad manifest)."""
+
+
+def _input_uris(records: pa.Table, spec: JobSpec) -> dict[str, str]:
+    """Every distinct init, mask and control image URI the records name -> the first row id naming it."""
     columns = ["init_image", "mask_image", *spec.control_columns().values()]
     first_row: dict[str, str] = {}
     for column in (c for c in columns if c in records.column_names):
         for uri, rid in zip(records.column(column).to_pylist(), records.column("id").to_pylist()):
             if uri:
                 first_row.setdefault(uri, rid)
+    return first_row
+
+
+def _listed_uris(problems: list[tuple[str, str, str]]) -> str:
+    return "; ".join(f"{uri} (row id={rid!r}): {why}" for uri, rid, why in problems[:10])
+
+
+def check_input_roots(records: pa.Table, spec: JobSpec) -> None:
+    """With `policy.input_roots`, every input image lies inside one of them (resolved: '..', links)."""
+    roots = spec.policy.input_roots
+    if roots is None:
+        return
+    uris = _input_uris(records, spec)
+    outside = [(uri, rid, "outside policy.input_roots") for uri, rid in uris.items() if not storage.under(uri, roots)]
+    if outside:
+        raise ManifestError(f"{len(outside)} of {len(uris)} input image(s) lie outside policy.input_roots "
+                            f"({', '.join(roots)}): {_listed_uris(outside)}")  # fmt: skip
+
+
+def _input_problem(uri: str, max_bytes: int) -> str | None:
+    try:
+        storage.check_input(uri, max_bytes)
+    except FileNotFoundError:
+        return "not found"
+    except (storage.InputRefusedError, storage.UnsupportedUriError, PermissionError, IsADirectoryError) as e:
+        return str(e)
+    except Exception as e:  # noqa: BLE001 - connection errors of every fsspec backend
+        raise InputUnreachableError(f"input images: cannot reach {uri}: {type(e).__name__}: {e}"[:500]) from None
+    return None
+
+
+def check_input_images(records: pa.Table, spec: JobSpec, *, threads: int = 16) -> None:
+    """Every distinct init, mask and control image the records name is a regular file within
+    `policy.max_input_bytes` (the pre-flight's check; a run itself rejects a row whose image is
+    missing, with the reason, and goes on)."""
+    uris = _input_uris(records, spec)
+    limit = spec.policy.max_input_bytes
     with ThreadPoolExecutor(threads) as pool:
-        found = list(pool.map(storage.exists, first_row))
-    missing = [(uri, rid) for (uri, rid), ok in zip(first_row.items(), found) if not ok]
-    if missing:
-        listed = "; ".join(f"{uri} (row id={rid!r})" for uri, rid in missing[:10])
-        raise ManifestError(f"{len(missing)} of {len(first_row)} input image(s) not found: {listed}")
+        found = list(pool.map(lambda uri: _input_problem(uri, limit), uris))
+    problems = [(uri, rid, why) for (uri, rid), why in zip(uris.items(), found) if why is not None]
+    if problems:
+        raise ManifestError(f"{len(problems)} of {len(uris)} input image(s) cannot be used: {_listed_uris(problems)}")
+
+
+def check_columns(columns: list[str], spec: JobSpec) -> None:
+    """Every manifest column a stage of this job reads exists (before any model loads)."""
+    group = spec.qc.fid_group_by
+    if spec.qc.enabled and group is not None and group not in columns:
+        raise JobSpecError(f"qc.fid_group_by: the manifest has no column '{group}' (it has {', '.join(columns)})")
+
+
+def stage_chain(spec: JobSpec, output: str, run_id: str, credentials: C2paCredentials | None = None) -> list:
+    """The run's stages in order (none loads anything when built)."""
+    qc = [QcStage(spec.qc)] if spec.qc.enabled else []
+    return [GenerateStage(spec), *qc, WriteStage(spec, output, run_id, credentials)]
+
+
+def check_image_count(valid: pa.Table, spec: JobSpec, rejected_images: int) -> None:
+    """The images the manifest asks for, in all, are within `policy.max_images` (before any is expanded)."""
+    counts = valid.column("num_images") if "num_images" in valid.column_names else None
+    asked = valid.num_rows if counts is None else pc.sum(pc.fill_null(counts, 1)).as_py() or 0
+    total = asked + rejected_images
+    if total > spec.policy.max_images:
+        raise ManifestError(f"the manifest asks for {total} images, above policy.max_images={spec.policy.max_images}; "
+                            "split it into several runs or raise the cap")  # fmt: skip
 
 
 def plan(spec: JobSpec, *, probe_output: bool = True, check_images: bool = False) -> Plan:
@@ -177,7 +247,7 @@ def plan(spec: JobSpec, *, probe_output: bool = True, check_images: bool = False
     manifest_uri, output = spec.require_io()
     check_output(manifest_uri, output, spec)
     try:
-        manifest = storage.read_parquet(manifest_uri)
+        manifest = with_plain_strings(storage.read_parquet(manifest_uri))
     except (OSError, pa.ArrowInvalid) as e:
         raise ManifestError(f"{manifest_uri}: cannot read the manifest as Parquet: {e}") from None
     validation, bad = check_manifest(manifest, spec, manifest_uri)
@@ -195,13 +265,29 @@ def plan(spec: JobSpec, *, probe_output: bool = True, check_images: bool = False
             storage.probe_writable(output)
         except Exception as e:  # noqa: BLE001 - fsspec backends raise their own types; all mean "cannot write here"
             raise OutputError(f"output {output} is not writable: {type(e).__name__}: {e}") from None
+    check_columns(manifest.column_names, spec)
+    check_image_count(valid, spec, rejected_images)
     records = expand(valid, spec) if valid.num_rows else expand(manifest.slice(0, 0), spec)
+    check_input_roots(records, spec)
     if check_images:
         check_input_images(records, spec)
-    done = committed_ids(output)
-    todo = records.filter(pc.invert(pc.is_in(records.column("record_id"), pa.array(sorted(done), pa.string()))))
+    job = job_inputs(spec)
+    controls = list(spec.control_columns().values())
+    records = fingerprinted(records, spec, job)
+    try:
+        check_chain(records.column_names, stage_chain(spec, output, spec.run_id or "run"))
+    except ValueError as e:
+        raise JobSpecError(f"job spec: {e}") from None
+    index = read_index(output, skip_corrupt=spec.policy.corrupt_index == "quarantine")
+    state = resume_state(records, index, job, controls)
+    if state.changed and spec.policy.changed_records == "refuse":
+        raise state.refusal(output, len(state.done) + len(state.changed))
+    if state.changed:
+        log.warning("%d committed record(s) were made from other inputs; making them again (policy.changed_records: "
+                    "overwrite); first: %s", len(state.changed), state.changed[0].describe())  # fmt: skip
+    todo = records.filter(pc.invert(pc.is_in(records.column("record_id"), pa.array(sorted(state.done), pa.string()))))
     return Plan(spec, spec.run_id or "run", manifest_uri, output, manifest.num_rows, records, todo, rejects,
-                rejected_images, credentials, validation)  # fmt: skip
+                rejected_images, credentials, validation, len(state.changed))  # fmt: skip
 
 
 def write_rejects(p: Plan) -> None:

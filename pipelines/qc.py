@@ -33,6 +33,7 @@ from diffgen.report import QcEvidence, build_report, write_report
 from diffgen.stages.qc import QcStage
 from pipelines.cluster import connect
 from pipelines.priority import lower_cpu_priority
+from schemas.job import JobSpecError
 from schemas.qc import QcSpec
 from schemas.record import RecordStatus
 
@@ -74,9 +75,11 @@ class StatsSink:
 class QcActor(QcStage):
     """The QC stage as a Ray Data actor that reports its FID statistics to a `StatsSink`."""
 
-    def __init__(self, spec: QcSpec, sink: ray.actor.ActorHandle, niceness: int | None = None):
+    def __init__(
+        self, spec: QcSpec, sink: ray.actor.ActorHandle, niceness: int | None = None, fid_over: str = "kept"
+    ):
         lower_cpu_priority(niceness)
-        super().__init__(spec)
+        super().__init__(spec, fid_over=fid_over)
         self.setup()
         self._sink = sink
         self._instance = uuid.uuid4().hex
@@ -114,12 +117,13 @@ def qc_map(
     batch_size: int,
     gpus: float,
     niceness: int | None = None,
+    fid_over: str = "kept",
 ) -> ray.data.Dataset:
     """`ds` scored by one QC actor (a quarter GPU next to the generators when there are GPUs), at
     `niceness` (`pipelines.priority`) when it shares the nodes with generation."""
     return ds.map_batches(
         QcActor,
-        fn_constructor_args=(spec, sink, niceness),
+        fn_constructor_args=(spec, sink, niceness, fid_over),
         batch_size=batch_size,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=1),
@@ -173,6 +177,8 @@ def qc_output(output: str, spec: QcSpec, *, batch_size: int = 16) -> dict:
     index = read_index(output)
     if index is None:
         raise FileNotFoundError(f"{output} has no index ({storage.join(output, 'index')}); is it a diffgen output?")
+    if spec.fid_group_by is not None and spec.fid_group_by not in index.column_names:
+        raise JobSpecError(f"qc.fid_group_by: the index of {output} has no column '{spec.fid_group_by}'")
     written = index.filter(pa.compute.equal(index.column("status"), RecordStatus.WRITTEN.value))
     connect()
     sink = StatsSink.remote()
@@ -180,7 +186,8 @@ def qc_output(output: str, spec: QcSpec, *, batch_size: int = 16) -> dict:
     ds = ray.data.from_arrow(written.select(keep)).map_batches(
         _LoadImages, batch_size=batch_size, batch_format="pyarrow", num_cpus=0.5
     )
-    ds = qc_map(ds, spec, sink, batch_size=batch_size, gpus=0)
+    # FID is of the output as it is: every written image, whatever today's thresholds would reject.
+    ds = qc_map(ds, spec, sink, batch_size=batch_size, gpus=0, fid_over="scored")
     scored = [b.drop_columns(["pixels"]) for b in ds.iter_batches(batch_size=None, batch_format="pyarrow")]
     stats, rows, reference = gather(sink)
     rescored = pa.concat_tables(scored, promote_options="default") if scored else written.slice(0, 0)

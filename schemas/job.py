@@ -36,7 +36,7 @@ class JobSpecError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelSpec(_Strict):
@@ -263,9 +263,11 @@ def load_job_spec(
     """
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise JobSpecError(f"{path}: cannot read job spec ({e.strerror})") from e
+    except UnicodeDecodeError as e:
+        raise JobSpecError(f"{path}: not a YAML job spec (not UTF-8 text: byte {e.start} is 0x{e.object[e.start]:02x})") from None
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
@@ -296,6 +298,10 @@ def load_job_spec(
             for key in keys:
                 if isinstance(section.get(key), str):
                     section[key] = _resolve_relative(section[key], base)
+    policy = data.get("policy")
+    roots = policy.get("input_roots") if isinstance(policy, dict) else None
+    if isinstance(roots, list):
+        policy["input_roots"] = [_resolve_relative(r, base) if isinstance(r, str) and r else r for r in roots]
     loras = data.get("loras")
     if isinstance(loras, list):
         for lora in loras:

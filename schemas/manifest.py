@@ -27,7 +27,7 @@ class ManifestError(ValueError):
 class ManifestRow(BaseModel):
     """One prompt. Optional fields fall back to the job spec's values when null."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
     prompt: str = Field(min_length=1, pattern=r"\S")
@@ -58,10 +58,18 @@ REQUIRED_COLUMNS: tuple[str, ...] = tuple(n for n, f in ManifestRow.model_fields
 _ROWS = TypeAdapter(list[ManifestRow])
 _MAX_LISTED = 10
 
+def is_text(t: pa.DataType) -> bool:
+    """Every Arrow string-like type: string, large_string (Polars' default), string_view, and dictionary-encoded
+    strings (categoricals)."""
+    if pa.types.is_dictionary(t):
+        return is_text(t.value_type)
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
 _ARROW_KIND = {
-    "id": pa.types.is_string,
-    "prompt": pa.types.is_string,
-    "negative_prompt": pa.types.is_string,
+    "id": is_text,
+    "prompt": is_text,
+    "negative_prompt": is_text,
     "seed": pa.types.is_integer,
     "num_images": pa.types.is_integer,
     "guidance_scale": lambda t: pa.types.is_floating(t) or pa.types.is_integer(t),
@@ -69,10 +77,10 @@ _ARROW_KIND = {
     "steps": pa.types.is_integer,
     "width": pa.types.is_integer,
     "height": pa.types.is_integer,
-    "init_image": pa.types.is_string,
-    "mask_image": pa.types.is_string,
+    "init_image": is_text,
+    "mask_image": is_text,
     "strength": lambda t: pa.types.is_floating(t) or pa.types.is_integer(t),
-    "control_image": pa.types.is_string,
+    "control_image": is_text,
 }
 _FLOAT_COLUMNS = ("guidance_scale", "guidance_rescale", "strength")
 
@@ -80,6 +88,16 @@ _FLOAT_COLUMNS = ("guidance_scale", "guidance_rescale", "strength")
 def is_control_column(name: str) -> bool:
     """`control_image` or `control_image_<name>`: which ControlNet reads it is the job's business."""
     return name == CONTROL_COLUMN or name.startswith(f"{CONTROL_COLUMN}_")
+
+
+def with_plain_strings(table: pa.Table) -> pa.Table:
+    """The manifest with its known and control columns of any string-like type read as plain strings (the
+    same values); pass-through columns stay as they are, except string_view, which Arrow cannot yet take rows of."""
+    for i, field in enumerate(table.schema):
+        known = field.name in _ARROW_KIND or is_control_column(field.name)
+        if (known and is_text(field.type) and field.type != pa.string()) or pa.types.is_string_view(field.type):
+            table = table.set_column(i, field.name, table.column(i).cast(pa.string()))
+    return table
 
 
 def passthrough_columns(schema: pa.Schema) -> list[str]:
@@ -92,7 +110,7 @@ def _schema_problems(schema: pa.Schema) -> list[str]:
     for name in schema.names:
         if name in _ARROW_KIND and not _ARROW_KIND[name](schema.field(name).type):
             problems.append(f"column '{name}' has type {schema.field(name).type}, expected {_expected(name)}")
-        elif is_control_column(name) and not pa.types.is_string(schema.field(name).type):
+        elif is_control_column(name) and not is_text(schema.field(name).type):
             problems.append(f"column '{name}' has type {schema.field(name).type}, expected string (an image URI)")
         elif name in GENERATED_COLUMNS:
             problems.append(f"column '{name}' is reserved for the output index; rename it")

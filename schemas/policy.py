@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 
 class PolicySpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     invalid_rows: Literal["fail", "skip"] = Field(
         default="fail",
@@ -24,3 +24,30 @@ class PolicySpec(BaseModel):
         "as 'partial' (exit 3) rather than 'failed' (exit 4).",
     )
     row_retries: int = Field(default=2, ge=0, le=10, description="Retries of a failed image before it is 'failed'.")
+    changed_records: Literal["refuse", "overwrite"] = Field(
+        default="refuse",
+        description="A re-run into an output whose committed records were made from other inputs (prompt, seed, "
+        "model, ...): refuse (stop before generating, naming how many and an example) or overwrite (make them "
+        "again; `--overwrite-changed`).",
+    )
+    corrupt_index: Literal["refuse", "quarantine"] = Field(
+        default="refuse",
+        description="An index shard of the output that cannot be read: refuse (name it and stop) or quarantine "
+        "(move it to OUTPUT/quarantine/index/ and make its records again; `--quarantine-corrupt-index`).",
+    )
+    max_images: int = Field(
+        default=10_000_000, ge=1, description="Cap on the images a run may ask for in all; checked in pre-flight."
+    )
+    max_input_bytes: int = Field(
+        default=64 * 2**20,
+        ge=1,
+        description="Largest input image (init, mask, control) read, checked by its size before reading.",
+    )
+    input_timeout_s: float = Field(
+        default=60.0, gt=0, le=3600, description="Longest wait for one input image to be read before the row fails."
+    )
+    input_roots: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        default=None,
+        description="Allowed URI prefixes for the manifest's input images (e.g. s3://bucket/inputs/); any other "
+        "location is refused in pre-flight. Null allows any location the workers can read.",
+    )

@@ -14,7 +14,7 @@ FID_BACKBONE_NAMES: tuple[str, ...] = FidBackboneName.__args__  # type: ignore[a
 class QcSpec(BaseModel):
     """Per-image quality checks run after sampling; a row failing any threshold is `rejected`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     enabled: bool = False
     clip_model: str | None = Field(

@@ -15,6 +15,22 @@ class RecordStatus(StrEnum):
     FAILED = "failed"
 
 
+class LoraUse(BaseModel):
+    """One LoRA adapter as applied to an image: its name, file, weight and the file's sha256."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    path: str
+    weight: float
+    sha256: str
+
+
+LORA_TYPE = pa.list_(
+    pa.struct([("name", pa.string()), ("path", pa.string()), ("weight", pa.float64()), ("sha256", pa.string())])
+)
+
+
 class OutputRecord(BaseModel):
     """One image. Pass-through manifest columns are added beside these in the index."""
 
@@ -57,6 +73,13 @@ class OutputRecord(BaseModel):
     control_image_sha256: list[str | None] | None = None
     pipeline_class: str | None = Field(default=None, description="The diffusers pipeline class that sampled it.")
     model_id: str
+    model_weights_sha256: str | None = Field(default=None, description="The base model's weights hash.")
+    loras: list[LoraUse] | None = Field(default=None, description="The LoRA adapters applied, in job order.")
+    fingerprint: str | None = Field(
+        default=None,
+        description="sha256 of everything that determines the image (diffgen.fingerprint); resume skips a record "
+        "only when it matches.",
+    )
     created_at: datetime
     watermark_payload: str | None = Field(
         default=None, description="16 hex characters embedded invisibly; looks an image found in the wild up."
@@ -101,6 +124,9 @@ INDEX_SCHEMA = pa.schema(
         ("control_image_sha256", pa.list_(pa.string())),
         ("pipeline_class", pa.string()),
         ("model_id", pa.string()),
+        ("model_weights_sha256", pa.string()),
+        ("loras", LORA_TYPE),
+        ("fingerprint", pa.string()),
         ("created_at", pa.timestamp("us", tz="UTC")),
         ("watermark_payload", pa.string()),
         ("watermark_ok", pa.bool_()),

@@ -18,7 +18,7 @@ import pyarrow as pa
 import torch
 
 from diffgen.control import preprocess
-from diffgen.images import ImageInputError, InputImage, read_image
+from diffgen.images import ImageInputError, InputImage, InputLimits, read_image
 from diffgen.loading import load_pipeline_set, placement
 from diffgen.sampling import Request, Result, generate, prompt_limits, prompt_truncation
 from diffgen.variants import PipelineSet
@@ -34,7 +34,11 @@ _REQUEST_COLUMNS = (
 
 
 class _RowRejected(Exception):
-    pass
+    """An input of the row cannot be used; `transient` ones (an unreachable store) make the row `failed`."""
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
 
 
 class GenerateStage:
@@ -48,6 +52,9 @@ class GenerateStage:
         self.spec = spec
         self.pipes: PipelineSet | None = None
         self.control_columns = spec.control_columns()
+        policy = spec.policy
+        roots = tuple(policy.input_roots) if policy.input_roots is not None else None
+        self.limits = InputLimits(policy.max_input_bytes, policy.input_timeout_s, roots)
         required = [self.control_columns[c.name] for c in spec.controlnets if c.required]
         self.reads = ("record_id", *_REQUEST_COLUMNS, *required)
 
@@ -81,7 +88,7 @@ class GenerateStage:
                 images["mask_image"] = self._image(row.get("mask_image"), "mask_image", "L", cache)
                 control = [self._control(c, controls[c.name][i], cache) for c in self.spec.controlnets]
             except _RowRejected as e:
-                results[i] = Result(None, str(e), rejected=True)
+                results[i] = Result(None, str(e), rejected=not e.transient)
                 inputs.append((images, []))
                 continue
             inputs.append((images, control))
@@ -124,9 +131,11 @@ class GenerateStage:
         key = (field, uri)
         if key not in cache:
             try:
-                cache[key] = read_image(uri, mode)
-            except ImageInputError as e:
-                raise _RowRejected(f"{field}: {e}") from None
+                cache[key] = read_image(uri, mode, self.limits)
+            except ImageInputError as e:  # kept, so rows sharing a stalled input wait for it once
+                cache[key] = _RowRejected(f"{field}: {e}", transient=e.transient)
+        if isinstance(cache[key], _RowRejected):
+            raise cache[key]
         return cache[key]
 
     def _control(self, spec, uri: str | None, cache: dict) -> tuple[InputImage, object] | None:

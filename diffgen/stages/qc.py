@@ -18,6 +18,7 @@ are exact only for runs without retries (they are a summary, not a record).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -41,9 +42,13 @@ class QcStage:
     reads = ("record_id", "prompt", "pixels", "status", "error", "width", "height")
     adds = ("clip_score", "clip_truncated", "pixel_std", "phash", "qc_reasons")
 
-    def __init__(self, spec: QcSpec, device: str = "cpu"):
+    def __init__(self, spec: QcSpec, device: str = "cpu", *, fid_over: Literal["kept", "scored"] = "kept"):
+        """`fid_over`: the images the FID statistics summarise. A run keeps statistics of the images it
+        keeps (they are what it writes); rescoring an output (`diffgen qc`) of every image it scores,
+        since the output holds them all whatever today's thresholds say."""
         self.spec = spec
         self.device = device
+        self.fid_over = fid_over
         if spec.fid_group_by is not None:
             self.reads = (*QcStage.reads, spec.fid_group_by)
         self.stats: dict[str, FeatureStats] = {}
@@ -118,7 +123,7 @@ class QcStage:
         for i in todo:
             if reasons[i]:
                 rows[i].update(status=RecordStatus.REJECTED.value, error="qc: " + "; ".join(reasons[i]))
-        kept = [k for k, i in enumerate(todo) if not reasons[i]]
+        kept = [k for k, i in enumerate(todo) if not reasons[i] or self.fid_over == "scored"]
         if kept:
             kept_features = self._backbone.extract([images[k] for k in kept]) if features is None else features[kept]
             self._update_stats(kept_features, [rows[todo[k]] for k in kept])

@@ -18,9 +18,9 @@ from diffgen import storage, watermark
 from diffgen.c2pa_signing import C2paCredentials, C2paSigner, C2paSigningError, sign_png, verify_png
 from diffgen.model_folder import model_index
 from diffgen.png import encode_png
-from diffgen.provenance import ProvenanceRecord, git_commit, png_text_chunks, weights_hash
+from diffgen.provenance import ProvenanceRecord, file_sha256, git_commit, png_text_chunks, weights_hash
 from schemas.job import JobSpec
-from schemas.record import INDEX_COLUMNS, INDEX_SCHEMA, TRANSIENT_COLUMNS, RecordStatus
+from schemas.record import INDEX_COLUMNS, INDEX_SCHEMA, TRANSIENT_COLUMNS, LoraUse, RecordStatus
 
 
 def image_key(record_id: str) -> str:
@@ -39,7 +39,7 @@ class WriteStage:
         "seed", "prompt", "negative_prompt", "guidance_scale", "steps", "width", "height",
     )  # fmt: skip
     adds = (
-        "image_uri", "sha256", "run_id", "model_id", "scheduler", "created_at",
+        "image_uri", "sha256", "run_id", "model_id", "model_weights_sha256", "loras", "scheduler", "created_at",
         "watermark_payload", "watermark_ok", "c2pa_valid", "provenance",
     )  # fmt: skip
 
@@ -50,12 +50,16 @@ class WriteStage:
         self.credentials = credentials
         self._signer: C2paSigner | None = None
         self._weights: str | None = None
+        self._loras: list[LoraUse] = []
         self._commit: str | None = None
         self._ready = False
 
     def setup(self) -> None:
         """Once per worker: hash the weights (cached per folder), build the C2PA signer."""
         self._weights = weights_hash(model_index(self.spec.model)[0])
+        self._loras = [
+            LoraUse(name=x.adapter_name, path=x.path, weight=x.weight, sha256=file_sha256(x.path)) for x in self.spec.loras
+        ]
         self._commit = git_commit()
         self._signer = C2paSigner(self.credentials) if self.credentials else None
         self._ready = True
@@ -73,6 +77,7 @@ class WriteStage:
             model_id=self.spec.model.id,
             model_revision=self.spec.model.revision,
             model_weights_sha256=self._weights,
+            loras=self._loras or None,
             model_family=row.get("pipeline_class"),
             scheduler=self.spec.sampler.scheduler,
             steps=row["steps"],
@@ -136,7 +141,8 @@ class WriteStage:
         rows = batch.to_pylist()
         now = datetime.now(UTC)
         for row in rows:
-            row.update(run_id=self.run_id, model_id=self.spec.model.id, scheduler=self.spec.sampler.scheduler)
+            row.update(run_id=self.run_id, model_id=self.spec.model.id, scheduler=self.spec.sampler.scheduler,
+                       model_weights_sha256=self._weights, loras=[x.model_dump() for x in self._loras] or None)
             row.update(created_at=now, image_uri=None, sha256=None)
             if row["status"] is None:
                 try:

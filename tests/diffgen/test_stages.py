@@ -9,12 +9,13 @@ import pytest
 from diffgen import storage
 from diffgen.png import decode_png
 from diffgen.provenance import PROVENANCE_KEY
+from diffgen.fingerprint import fingerprinted
 from diffgen.records import expand
 from diffgen.stages.chain import check_chain
 from diffgen.stages.generate import GenerateStage
 from diffgen.stages.qc import QcStage
 from diffgen.stages.write import WriteStage
-from schemas.job import JobSpec
+from schemas.job import JobSpec, LoraSpec
 from schemas.record import INDEX_COLUMNS
 
 
@@ -39,7 +40,7 @@ def records(spec):
             {"id": "b", "prompt": "a blue circle", "num_images": 1, "width": 34, "label": "circle"},
         ]
     )
-    return expand(manifest, spec)
+    return fingerprinted(expand(manifest, spec), spec)
 
 
 @pytest.fixture(scope="module")
@@ -127,3 +128,21 @@ def test_retries_are_bounded_then_the_image_fails_with_its_error(spec, records):
     assert out.column("status").to_pylist() == ["failed"]
     assert "injected device fault" in out.column("error")[0].as_py()
     assert out.column("error")[0].as_py().endswith("(after 3 attempts)")
+
+
+def test_loras_and_their_file_hashes_are_in_every_provenance_record_and_the_index(spec, generated, tiny_sd, tmp_path):
+    from diffgen.provenance import weights_hash
+    from diffgen.tiny_models import build_tiny_lora
+
+    lora = build_tiny_lora(tiny_sd, tmp_path / "loras" / "style.safetensors", seed=2)
+    with_lora = spec.model_copy(update={"loras": [LoraSpec(path=str(lora), weight=0.7)]})
+    index = WriteStage(with_lora, str(tmp_path / "out"), "unit")(generated)
+    sha = hashlib.sha256(lora.read_bytes()).hexdigest()
+    expected = {"name": "style", "path": str(lora), "weight": 0.7, "sha256": sha}
+    for row in index.to_pylist():
+        assert row["loras"] == [expected]
+        assert row["model_weights_sha256"] == weights_hash(tiny_sd)
+        if row["status"] == "written":
+            provenance = json.loads(decode_png(storage.read_bytes(row["image_uri"]))[1][PROVENANCE_KEY])
+            assert provenance["loras"] == [expected]
+            assert provenance["model_weights_sha256"] == weights_hash(tiny_sd)

@@ -165,5 +165,12 @@ def test_the_preflight_finds_every_missing_input_image(tmp_path, tiny_sd):
     spec = load_job_spec(write_job(tmp_path / "job.yaml", tiny_sd), manifest=str(manifest), output=str(tmp_path / "o"))
     # A run rejects the row itself; the pre-flight names the file and the first row that needs it.
     assert plan(spec).records.num_rows == 3
-    with pytest.raises(ManifestError, match=r"1 of 2 input image\(s\) not found: .*missing/a.png \(row id='gone'\)"):
+    with pytest.raises(ManifestError, match=r"1 of 2 input image\(s\) cannot be used: .*missing/a.png \(row id='gone'\): not found"):
         plan(spec, check_images=True)
+
+
+def test_a_missing_fid_group_by_column_fails_the_plan_naming_the_field(tmp_path, tiny_sd):
+    spec = _spec(tmp_path, tiny_sd, str(tmp_path / "out"), qc={"enabled": True, "fid_group_by": "label"},
+                 policy={"invalid_rows": "skip", "max_images_per_row": 10})  # fmt: skip
+    with pytest.raises(JobSpecError, match=r"qc.fid_group_by: the manifest has no column 'label' \(it has id, "):
+        plan(spec)

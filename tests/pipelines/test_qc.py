@@ -95,7 +95,11 @@ def test_diffgen_qc_rescores_an_old_output_without_touching_its_index(ray_cluste
     spec = QcSpec(enabled=True, reference=_reference(tmp_path / "ref"), flat_std=1000.0)
     report = qc_output(str(out), spec)
 
-    assert report.mode == "rescore" and report.would_reject == summary.counts.images_written
-    assert report.reasons == {"flat": summary.counts.images_written}
+    written = summary.counts.images_written
+    assert report.mode == "rescore" and report.would_reject == written
+    assert report.reasons == {"flat": written}
+    # FID is over the whole output, not over the images today's thresholds would keep (none here).
+    assert report.fid is not None and report.fid.covered_images == report.fid.written_images == written
+    assert report.fid.groups[0].count == written
     assert read_index(str(out)).equals(before)
     assert json.loads((out / "qc" / "report.json").read_text())["would_reject"] == report.would_reject
