@@ -88,13 +88,14 @@ def _offline_env() -> None:
 def _typed_errors() -> Iterator[None]:
     """The library's errors as the API's: input problems vs. infrastructure problems."""
     from pipelines.plan import InputUnreachableError, OutputError
+    from pipelines.resources import ClusterTooSmallError
 
     try:
         yield
     except (JobSpecError, ManifestError, ModelLoadError, ChangedRecordsError, CorruptIndexError,
             UnsupportedUriError) as e:  # fmt: skip
         raise InvalidInputError(str(e)) from None
-    except (OutputError, InputUnreachableError) as e:
+    except (OutputError, InputUnreachableError, ClusterTooSmallError) as e:
         raise InfrastructureError(str(e)) from None
     except RunError:
         raise

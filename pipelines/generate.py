@@ -29,6 +29,7 @@ from diffgen.webdataset import pack as pack_webdataset
 from pipelines.cluster import connect
 from pipelines.plan import Plan, plan, stage_chain, write_index_validation, write_rejects, write_validation
 from pipelines.qc import StatsSink, gather, qc_map
+from pipelines.resources import wait_for_resources
 from pipelines.write import write_map
 from schemas.job import ComputeSpec, JobSpec
 from schemas.record import RecordStatus
@@ -74,6 +75,7 @@ def execute(p: Plan) -> QcEvidence | None:
     spec, compute = p.spec, p.spec.compute
     check_chain(p.todo.column_names, stage_chain(spec, p.output, p.run_id, p.credentials))
     connect()
+    wait_for_resources(spec, compute.resource_wait_s)
     sink = StatsSink.remote() if spec.qc.enabled else None
     ds = ray.data.from_arrow(_blocks(p.todo, compute.batch_size, compute.num_actors))
     ds = ds.map_batches(

@@ -29,6 +29,7 @@ from diffgen.stages.chain import check_chain
 from diffgen.stages.generate import GenerateStage
 from diffgen.stages.qc import QcStage
 from diffgen.stages.write import WriteStage
+from pipelines.resources import demands, shortfall, visible_nodes
 from schemas.job import JobSpec, JobSpecError
 from schemas.manifest import ManifestError, check_rows, describe_row_problems, with_plain_strings
 from schemas.record import INDEX_SCHEMA
@@ -214,6 +215,14 @@ def check_input_images(records: pa.Table, spec: JobSpec, *, threads: int = 16) -
         raise ManifestError(f"{len(problems)} of {len(uris)} input image(s) cannot be used: {_listed_uris(problems)}")
 
 
+def check_resources(spec: JobSpec) -> None:
+    """The cluster the run will use can hold its actors, where the pre-flight can see it (`pipelines.resources`)."""
+    nodes = visible_nodes()
+    why = shortfall(demands(spec), nodes) if nodes is not None else None
+    if why is not None:
+        raise JobSpecError(f"{why}; lower compute.gpus_per_actor / cpus_per_actor / num_actors, or use a larger cluster")
+
+
 def check_columns(columns: list[str], spec: JobSpec) -> None:
     """Every manifest column a stage of this job reads exists (before any model loads)."""
     group = spec.qc.fid_group_by
@@ -255,6 +264,7 @@ def plan(spec: JobSpec, *, probe_output: bool = True, check_images: bool = False
     # Cheap checks on the driver: a missing or foreign model folder fails here, not in an actor.
     preflight(spec)
     check_qc_inputs(spec)
+    check_resources(spec)
     c2pa = spec.provenance.c2pa
     try:
         credentials = load_credentials(c2pa.cert_chain, c2pa.private_key) if c2pa else None

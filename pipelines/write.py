@@ -35,6 +35,10 @@ class WriteActor(WriteStage):
         self.setup()
 
 
+# CPUs Ray reserves per writer actor.
+WRITER_CPUS = 0.5
+
+
 def writer_count(compute: ComputeSpec) -> int:
     """`compute.write_actors`, else 1 for CPU generators and two per generation actor on GPUs.
 
@@ -56,5 +60,5 @@ def write_map(ds: ray.data.Dataset, p: Plan, *, batch_size: int) -> ray.data.Dat
         batch_size=batch_size,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=writer_count(p.spec.compute)),
-        num_cpus=0.5,
+        num_cpus=WRITER_CPUS,
     )

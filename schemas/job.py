@@ -150,6 +150,13 @@ class ComputeSpec(_Strict):
         "actors included, at 15; it is never lowered): 19, the lowest CPU priority, lets generation take a busy "
         "node's cores first. null keeps Ray's.",
     )
+    resource_wait_s: float = Field(
+        default=600.0,
+        ge=0,
+        le=86_400,
+        description="On a remote cluster that cannot hold the run's actors yet, how long to wait for (autoscaled) "
+        "nodes before the run fails; a local cluster that cannot hold them is refused in pre-flight.",
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["fp32", "fp16", "bf16"] = "fp32"
     # Speed and memory options; those the CPU cannot honour are skipped with a log line.
