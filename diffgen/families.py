@@ -139,8 +139,11 @@ class UnknownFamilyError(ValueError):
     pass
 
 
-def family_for(index_class: str) -> Family:
-    if index_class not in FAMILY_BY_INDEX_CLASS:
+def family_for(index_class: object) -> Family:
+    """The family of a model_index.json `_class_name`, which comes from JSON and may be any value."""
+    if not isinstance(index_class, str) or index_class not in FAMILY_BY_INDEX_CLASS:
         choices = ", ".join(FAMILY_BY_INDEX_CLASS)
-        raise UnknownFamilyError(f"Unknown pipeline class '{index_class}' in model_index.json. Choose from: {choices}")
+        # diffusers reads a [module, class] list as a custom pipeline's code, which diffgen never runs.
+        named = f"'{index_class}'" if isinstance(index_class, str) else f"{index_class!r} (not a class name)"
+        raise UnknownFamilyError(f"Unknown pipeline class {named} in model_index.json. Choose from: {choices}")
     return FAMILIES[FAMILY_BY_INDEX_CLASS[index_class]]

@@ -9,6 +9,7 @@ ControlNets and LoRA adapters load once per actor next to the base pipeline.
 
 from __future__ import annotations
 
+import importlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ import diffusers
 import torch
 from diffusers import DiffusionPipeline
 from diffusers.utils import logging as diffusers_logging
+from safetensors import SafetensorError
+from transformers import PreTrainedModel
 from transformers.utils import logging as transformers_logging
 
 from diffgen.families import FAMILIES, FAMILY_BY_INDEX_CLASS, Family, UnknownFamilyError, family_for
@@ -24,6 +27,7 @@ from diffgen.lora import LoraError, check_loras, load_loras
 from diffgen.model_folder import ModelLoadError, model_folder, model_index, read_json
 from diffgen.schedulers import check_scheduler
 from diffgen.variants import PipelineSet
+from diffgen.weights_check import WeightsFileError, check_weights
 from schemas.job import ComputeSpec, ControlNetSpec, JobSpec, ModelSpec
 
 log = logging.getLogger(__name__)
@@ -34,6 +38,10 @@ PIPELINES: dict[str, type[DiffusionPipeline]] = {
 }
 
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+# What `from_pretrained` raises for a folder whose files are well-formed but wrong for the model (shapes,
+# missing tensors: NotImplementedError "Cannot copy out of meta tensor", configs its class refuses).
+_LOAD_ERRORS = (OSError, ValueError, SafetensorError, RuntimeError, NotImplementedError, KeyError, TypeError)
 
 # Weight files that torch unpickles: reading one can run arbitrary code.
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
@@ -71,7 +79,7 @@ def _components(folder: Path, index: dict) -> dict[str, tuple[str, str]]:
     return {
         name: (value[0], value[1])
         for name, value in index.items()
-        if not name.startswith("_") and isinstance(value, list) and len(value) == 2 and value[0] is not None
+        if not name.startswith("_") and isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
     }
 
 
@@ -113,11 +121,11 @@ def use_safetensors(model: ModelSpec, root: Path, folders: list[Path], field: st
     return None if model.allow_pickle else True
 
 
-def model_family(index: dict) -> Family:
+def model_family(index: dict, folder: Path | None = None) -> Family:
     try:
         return family_for(index.get("_class_name", ""))
     except UnknownFamilyError as e:
-        raise ModelLoadError(str(e)) from None
+        raise ModelLoadError(str(e) if folder is None else f"model.id: {folder}: {e}") from None
 
 
 def pipeline_class(index: dict) -> type[DiffusionPipeline]:
@@ -128,6 +136,11 @@ def _controlnet_class(spec: ControlNetSpec, i: int, family: Family) -> tuple[Pat
     field = f"controlnets.{i}.model.id"
     folder = model_folder(spec.model, field)
     name = read_json(folder / "config.json", field, "ControlNet").get("_class_name", "")
+    if not isinstance(name, str):
+        raise ModelLoadError(
+            f"{field}: {folder}/config.json's _class_name is {name!r}, not a class name; "
+            f"a {family.name} model takes {', '.join(family.controlnets)}"
+        )
     if name not in family.controlnets:
         raise ModelLoadError(
             f"{field}: {folder} holds a '{name}', but a {family.name} model takes {', '.join(family.controlnets)}"
@@ -135,10 +148,56 @@ def _controlnet_class(spec: ControlNetSpec, i: int, family: Family) -> tuple[Pat
     return folder, family.controlnets[name]
 
 
+def _check_weights(folder: Path, library: str, model: ModelSpec, field: str, explicit: str | None = None) -> None:
+    try:
+        check_weights(folder, library, allow_pickle=model.allow_pickle, explicit=explicit)
+    except WeightsFileError as e:
+        raise ModelLoadError(f"{field}: {e}") from None
+
+
+def _component_class(folder: Path, name: str, value: object) -> type:
+    """The class a model_index.json entry names, looked up as diffusers does (custom code is refused before)."""
+    declared = f"model.id: {folder}/model_index.json declares component '{name}' as {value!r}"
+    if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value)):
+        raise ModelLoadError(f"{declared}; a component is a [library, class] pair of names")
+    library, name_of_class = value
+    module = importlib.import_module(library if library in COMPONENT_LIBRARIES else f"diffusers.pipelines.{library}")
+    cls = getattr(module, name_of_class, None)
+    if not isinstance(cls, type):
+        raise ModelLoadError(f"{declared}, but {module.__name__} has no class '{name_of_class}'")
+    return cls
+
+
+def _check_components(folder: Path, index: dict, family: Family, model: ModelSpec) -> None:
+    """What `from_pretrained` would refuse only while loading: a required component missing, a class that
+    does not resolve, and for each model component its config and the weights files it loads."""
+    pipeline = family.pipelines["text2img"]
+    expected, _ = pipeline._get_signature_keys(pipeline)
+    absent = [n for n in expected if n not in index or (isinstance(index[n], list) and index[n][:1] == [None])]
+    missing = [n for n in absent if n not in pipeline._optional_components]
+    if missing:
+        raise ModelLoadError(
+            f"model.id: {folder}/model_index.json has no {', '.join(missing)}, which a {family.name} model needs"
+        )
+    for name in sorted(set(expected) - set(absent)):
+        cls = _component_class(folder, name, index[name])
+        if not issubclass(cls, (diffusers.ModelMixin, PreTrainedModel)):
+            continue  # a scheduler, tokenizer or image processor: no weights
+        library = "diffusers" if issubclass(cls, diffusers.ModelMixin) else "transformers"
+        config = read_json(folder / name / "config.json", "model.id", cls.__name__)
+        if library == "diffusers" and not isinstance(config.get("_class_name", ""), str | list):
+            raise ModelLoadError(
+                f"model.id: {folder / name}/config.json's _class_name is {config['_class_name']!r}, not a class name"
+            )
+        explicit = config.get("transformers_weights") if library == "transformers" else None
+        _check_weights(folder / name, library, model, "model.id", explicit if isinstance(explicit, str) else None)
+
+
 def preflight(spec: JobSpec) -> Family:
     """Everything about the job's models checkable without loading weights; raises `ModelLoadError`.
 
-    The family, the scheduler's fit, the ControlNets' classes and the LoRA files: a bad job
+    The family, every component's class, the scheduler's fit, the ControlNets' classes, and the
+    header of every weights file that will load (base components, ControlNets, LoRAs): a bad job
     fails here, on the driver, before any actor starts.
     """
     return _preflight(spec)[0]
@@ -147,13 +206,14 @@ def preflight(spec: JobSpec) -> Family:
 def _preflight(spec: JobSpec) -> tuple[Family, dict]:
     """`preflight`, and the model_index.json it read."""
     folder, index = model_index(spec.model)
-    family = model_family(index)
+    family = model_family(index, folder)
     _check_no_custom_code(folder, index)
     if not spec.sampler.allow_untrained_size:
         refusal = size_refusal(trained_sizes(index), spec.sampler.width, spec.sampler.height)
         if refusal:
             raise ModelLoadError(f"sampler.{refusal}")
     use_safetensors(spec.model, folder, [folder / name for name in _components(folder, index)], "model.id")
+    _check_components(folder, index, family, spec.model)
     scheduler_name = (index.get("scheduler") or [None, None])[1]
     scheduler_cls = getattr(diffusers, scheduler_name or "", None)
     if scheduler_cls is not None:
@@ -162,8 +222,10 @@ def _preflight(spec: JobSpec) -> tuple[Family, dict]:
         except ValueError as e:
             raise ModelLoadError(str(e)) from None
     for i, controlnet in enumerate(spec.controlnets):
+        field = f"controlnets.{i}.model.id"
         controlnet_folder, _ = _controlnet_class(controlnet, i, family)
-        use_safetensors(controlnet.model, controlnet_folder, [controlnet_folder], f"controlnets.{i}.model.id")
+        use_safetensors(controlnet.model, controlnet_folder, [controlnet_folder], field)
+        _check_weights(controlnet_folder, "diffusers", controlnet.model, field)
     try:
         check_loras(spec.loras)
     except LoraError as e:
@@ -211,7 +273,7 @@ def load_pipeline(model: ModelSpec, where: Placement, *, to_device: bool = True)
             local_files_only=True,
             **family.init_kwargs,
         )
-    except (OSError, ValueError) as e:
+    except _LOAD_ERRORS as e:
         raise ModelLoadError(f"model.id: cannot load {folder}: {e}") from None
     if to_device:
         pipe = pipe.to(where.device)
@@ -227,7 +289,7 @@ def load_controlnet(spec: ControlNetSpec, i: int, family: Family, where: Placeme
         model = cls.from_pretrained(
             str(folder), dtype=where.dtype, use_safetensors=safetensors_only, local_files_only=True
         )
-    except (OSError, ValueError) as e:
+    except _LOAD_ERRORS as e:
         raise ModelLoadError(f"controlnets.{i}.model.id: cannot load {folder}: {e}") from None
     return model.eval()
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from diffusers import DiffusionPipeline
 
+from diffgen.weights_check import WeightsFileError, check_safetensors
 from schemas.job import LoraSpec
 
 log = logging.getLogger(__name__)
@@ -24,12 +25,17 @@ class LoraError(ValueError):
 
 
 def check_loras(loras: Sequence[LoraSpec]) -> None:
-    """What can be checked without loading weights: the files exist and peft is installed."""
+    """What can be checked without loading weights: peft is installed, each file exists and its
+    safetensors header is whole."""
     if loras and importlib.util.find_spec("peft") is None:
         raise LoraError("loras: loading LoRA adapters needs the 'peft' package (pip install peft)")
     for i, lora in enumerate(loras):
         if not Path(lora.path).is_file():
             raise LoraError(f"loras.{i}.path: {lora.path} is not a file")
+        try:
+            check_safetensors(Path(lora.path))
+        except WeightsFileError as e:
+            raise LoraError(f"loras.{i}.path: {e}") from None
 
 
 def load_loras(pipe: DiffusionPipeline, loras: Sequence[LoraSpec]) -> None:
@@ -43,7 +49,7 @@ def load_loras(pipe: DiffusionPipeline, loras: Sequence[LoraSpec]) -> None:
         path = Path(lora.path)
         try:
             pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=lora.adapter_name)
-        except (OSError, ValueError, KeyError, RuntimeError) as e:
+        except (OSError, ValueError, KeyError, RuntimeError, NotImplementedError, TypeError) as e:
             raise LoraError(f"loras.{i}.path: cannot load {path} into {type(pipe).__name__}: {e}"[:800]) from None
     pipe.set_adapters([lora.adapter_name for lora in loras], adapter_weights=[lora.weight for lora in loras])
     log.info("LoRA adapters active: %s", ", ".join(f"{lora.adapter_name}={lora.weight}" for lora in loras))

@@ -21,6 +21,7 @@ import ray
 
 from diffgen import storage
 from diffgen.index import compact, quarantine_corrupt_shards, read_index
+from diffgen.model_folder import ModelLoadError
 from diffgen.report import QcEvidence, build_report, write_report
 from diffgen.stages.chain import check_chain
 from diffgen.stages.generate import GenerateStage
@@ -40,6 +41,21 @@ log = logging.getLogger(__name__)
 RUN_FILE = "run.json"
 
 
+@ray.remote(num_cpus=0)
+class LoadFailures:
+    """Where generation actors report a model that fails to load: Ray hands the driver only an
+    `ActorDiedError` text, and the run must say which file (exit 2), not that an actor died (exit 1)."""
+
+    def __init__(self):
+        self.messages: list[str] = []
+
+    def put(self, message: str) -> None:
+        self.messages.append(message)
+
+    def first(self) -> str | None:
+        return self.messages[0] if self.messages else None
+
+
 class _GenerateActor(GenerateStage):
     """Loads the model when Ray starts the actor, so a bad model fails before any batch is queued.
 
@@ -47,9 +63,13 @@ class _GenerateActor(GenerateStage):
     unbounded restarts and retries), so a dead node's work is redone elsewhere.
     """
 
-    def __init__(self, spec: JobSpec):
+    def __init__(self, spec: JobSpec, failures: ray.actor.ActorHandle):
         super().__init__(spec)
-        self.setup()
+        try:
+            self.setup()
+        except ModelLoadError as e:
+            ray.get(failures.put.remote(str(e)))
+            raise
 
 
 # QC and writes take batches of at least this many rows, whatever the generation batch: the
@@ -77,10 +97,11 @@ def execute(p: Plan) -> QcEvidence | None:
     connect()
     wait_for_resources(spec, compute.resource_wait_s)
     sink = StatsSink.remote() if spec.qc.enabled else None
+    failures = LoadFailures.remote()
     ds = ray.data.from_arrow(_blocks(p.todo, compute.batch_size, compute.num_actors))
     ds = ds.map_batches(
         _GenerateActor,
-        fn_constructor_args=(spec,),
+        fn_constructor_args=(spec, failures),
         batch_size=compute.batch_size,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=compute.num_actors),
@@ -91,8 +112,14 @@ def execute(p: Plan) -> QcEvidence | None:
     if sink is not None:
         ds = qc_map(ds, spec.qc, sink, batch_size=rows, gpus=compute.gpus_per_actor, niceness=compute.helper_niceness)
     ds = write_map(ds, p, batch_size=rows)
-    for _ in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-        pass
+    try:
+        for _ in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            pass
+    except Exception:
+        load_error = ray.get(failures.first.remote())
+        if load_error is not None:
+            raise ModelLoadError(load_error) from None
+        raise
     if sink is None:
         return None
     stats, covered, reference = gather(sink)

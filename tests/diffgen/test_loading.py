@@ -199,3 +199,134 @@ def test_custom_code_in_a_model_folder_never_runs(tiny_sd, tmp_path, allow_pickl
     with pytest.raises(ModelLoadError, match="contains custom code"):
         load_pipeline(spec.model, placement(spec.compute))
     assert not marker.exists()
+
+
+# Folders that used to fail only when an actor loaded them: the pre-flight reads every weights file's
+# header and resolves every class the pipeline instantiates, and names the field and the file.
+
+
+def _edit_json(path, **changes):
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+def _truncate(path, nbytes: int = 100):
+    path.write_bytes(path.read_bytes()[:-nbytes])
+
+
+def _decoy_beside_pickle(model):
+    """The UNet's weights pickled, beside an empty `.safetensors` of another name that diffusers never loads."""
+    from safetensors.torch import load_file
+
+    unet = model / "unet"
+    torch.save(load_file(unet / "diffusion_pytorch_model.safetensors"), unet / "diffusion_pytorch_model.bin")
+    (unet / "diffusion_pytorch_model.safetensors").unlink()
+    (unet / "weights.safetensors").write_bytes(b"")
+
+
+BAD_FOLDERS = {
+    "truncated weights": (
+        lambda m: _truncate(m / "unet" / "diffusion_pytorch_model.safetensors"),
+        r"/unet/diffusion_pytorch_model.safetensors is truncated: its header describes \d+ bytes of tensor data",
+    ),
+    "garbage in a .safetensors": (
+        lambda m: (m / "vae" / "diffusion_pytorch_model.safetensors").write_bytes(bytes(range(256)) * 16),
+        r"/vae/diffusion_pytorch_model.safetensors is not a whole safetensors file",
+    ),
+    "an empty .safetensors": (
+        lambda m: (m / "text_encoder" / "model.safetensors").write_bytes(b""),
+        r"/text_encoder/model.safetensors is 0 bytes, too short to be a safetensors file",
+    ),
+    "a decoy .safetensors beside pickle weights": (
+        _decoy_beside_pickle,
+        r"/unet has none of the weights files diffusers loads .*; its safetensors files are weights.safetensors$",
+    ),
+    "a list-valued _class_name": (
+        lambda m: _edit_json(m / "model_index.json", _class_name=["my_pipeline", "MyPipeline"]),
+        r": Unknown pipeline class \['my_pipeline', 'MyPipeline'\] \(not a class name\) in model_index.json",
+    ),
+    "an unknown component class": (
+        lambda m: _edit_json(m / "model_index.json", unet=["diffusers", "NoSuchUNet"]),
+        r"/model_index.json declares component 'unet' as \['diffusers', 'NoSuchUNet'\], "
+        r"but diffusers has no class 'NoSuchUNet'$",
+    ),
+    "an unknown tokenizer class": (
+        lambda m: _edit_json(m / "model_index.json", tokenizer=["transformers", "NoSuchTokenizer"]),
+        r"declares component 'tokenizer' .*, but transformers has no class 'NoSuchTokenizer'$",
+    ),
+    "a component that is not a [library, class] pair": (
+        lambda m: _edit_json(m / "model_index.json", unet="UNet2DConditionModel"),
+        r"declares component 'unet' as 'UNet2DConditionModel'; a component is a \[library, class\] pair",
+    ),
+    "a required component left out": (
+        lambda m: _edit_json(m / "model_index.json", unet=[None, None]),
+        r"/model_index.json has no unet, which a sd model needs$",
+    ),
+    "a component config's _class_name that is not a name": (
+        lambda m: _edit_json(m / "unet" / "config.json", _class_name=None),
+        r"/unet/config.json's _class_name is None, not a class name$",
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", BAD_FOLDERS, ids=list(BAD_FOLDERS))
+def test_a_folder_that_would_fail_to_load_fails_the_preflight_naming_the_file(tiny_sd, tmp_path, damage):
+    import re
+    import shutil
+
+    model = shutil.copytree(tiny_sd, tmp_path / "model")
+    make, message = BAD_FOLDERS[damage]
+    make(model)
+    spec = _spec(model)
+    # The same refusal on the driver (`diffgen validate`) and in a generation actor before it loads.
+    for refuse in (lambda: preflight(spec), lambda: load_pipeline_set(spec, placement(spec.compute))):
+        with pytest.raises(ModelLoadError) as err:
+            refuse()
+        assert str(err.value).startswith(f"model.id: {model}"), str(err.value)
+        assert re.search(message, str(err.value)), str(err.value)
+
+
+def test_what_diffusers_loads_anyway_passes_the_preflight(tiny_sd, tmp_path):
+    """Only what surely fails is refused: diffusers loads these, so diffgen does too."""
+    import shutil
+
+    model = shutil.copytree(tiny_sd, tmp_path / "model")
+    _edit_json(model / "unet" / "config.json", _class_name=["any", "list"])  # read as a custom pipeline's, ignored
+    _edit_json(model / "text_encoder" / "config.json", architectures=["SomethingElse"])  # transformers ignores it
+    (model / "unet" / "notes.safetensors").write_bytes(b"")  # a file diffusers never opens
+    _edit_json(model / "model_index.json", extra=["diffusers", "NoSuchClass"])  # not a StableDiffusionPipeline argument
+    spec = _spec(model)
+    assert preflight(spec).name == "sd"
+    assert load_pipeline_set(spec, placement(spec.compute)).base.unet is not None
+
+
+def test_a_controlnet_with_corrupt_weights_or_class_is_refused_naming_its_field(tiny_sd, tiny_controlnet, tmp_path):
+    import shutil
+
+    controlnet = shutil.copytree(tiny_controlnet, tmp_path / "controlnet")
+    spec = _spec(tiny_sd, controlnets=[{"name": "edges", "model": {"id": str(controlnet)}}])
+    assert preflight(spec).name == "sd"
+    _truncate(controlnet / "diffusion_pytorch_model.safetensors", 1)
+    with pytest.raises(ModelLoadError) as err:
+        preflight(spec)
+    assert str(err.value).startswith(
+        f"controlnets.0.model.id: {controlnet}/diffusion_pytorch_model.safetensors is truncated: its header describes"
+    )
+    _edit_json(controlnet / "config.json", _class_name=["controlnet", "ControlNetModel"])
+    with pytest.raises(
+        ModelLoadError, match=r"^controlnets.0.model.id: .*/config.json's _class_name is \['controlnet', 'Control"
+    ):
+        preflight(spec)
+
+
+def test_allowed_pickle_weights_are_checked_by_their_bytes(pickled_sd, tmp_path):
+    import shutil
+
+    model = shutil.copytree(pickled_sd, tmp_path / "model")
+    spec = _spec(model, allow_pickle=True)
+    assert preflight(spec).name == "sd"
+    _truncate(model / "vae" / "diffusion_pytorch_model.bin")
+    with pytest.raises(ModelLoadError, match=rf"^model.id: {model}/vae/diffusion_pytorch_model.bin is a truncated"):
+        preflight(spec)
+    (model / "vae" / "diffusion_pytorch_model.bin").write_text("not weights")
+    with pytest.raises(ModelLoadError, match=r"/vae/diffusion_pytorch_model.bin is neither a PyTorch zip checkpoint"):
+        preflight(spec)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffgen.loading import load_pipeline_set, placement
+from diffgen.loading import ModelLoadError, load_pipeline_set, placement, preflight
 from diffgen.sampling import Request, generate
 from diffgen.tiny_models import build_tiny_lora
 from schemas.job import JobSpec
@@ -49,3 +49,24 @@ def test_a_lora_changes_the_image_and_weight_0_does_not(tiny_sd, tiny_controlnet
         assert np.abs(plain[i] - zero[i]).max() <= TOL
         assert np.abs(plain[i] - full[i]).max() > TOL
         assert np.abs(full[i] - both[i]).max() > TOL
+
+
+def test_a_lora_that_is_not_whole_safetensors_fails_the_preflight_naming_its_field(tiny_sd, loras, tmp_path):
+    """A pickle renamed .safetensors, or a truncated file, is refused before any actor starts."""
+    import torch
+    from safetensors.torch import load_file
+
+    style, _ = loras
+    pickled = tmp_path / "pickled.safetensors"
+    torch.save(load_file(style), pickled)
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(style.read_bytes()[:-8])
+    for bad, message in (
+        (pickled, "is not a whole safetensors file: .*looks like a PyTorch zip checkpoint written by torch.save"),
+        (truncated, "is truncated: its header describes"),
+    ):
+        loras_of_job = [{"path": str(style)}, {"path": str(bad)}]
+        spec = JobSpec.model_validate({"model": {"id": str(tiny_sd)}, "loras": loras_of_job})
+        for refuse in (lambda: preflight(spec), lambda: load_pipeline_set(spec, placement(spec.compute))):
+            with pytest.raises(ModelLoadError, match=f"^loras.1.path: {bad} {message}"):
+                refuse()
