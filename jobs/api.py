@@ -11,6 +11,7 @@ subclass otherwise; each error carries the exit code the CLI would have returned
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -103,17 +104,30 @@ def _typed_errors() -> Iterator[None]:
         raise InfrastructureError(one_line(e)) from e
 
 
+# "NotADirectoryError: [Errno 20] ..." as a remote traceback prints it, the exception's dotted type first.
+_EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Warning|Exit)): (.+)$")
+
+
 def one_line(error: BaseException) -> str:
-    """An error as one line a log can hold: the innermost cause Ray or a library wrapped, its first line."""
-    seen = set()
-    while id(error) not in seen:
-        seen.add(id(error))
-        inner = getattr(error, "cause", None) or error.__cause__
-        if not isinstance(inner, BaseException):
+    """An error as one line a log can hold: the original exception that Ray or a library wrapped.
+
+    Ray Data passes a worker's exception to the driver only as text (a remote traceback inside a
+    `RayTaskError`), so the first exception line of that text that is not Ray's own is the cause.
+    """
+    chain = [error]
+    while len(chain) < 20:
+        inner = getattr(chain[-1], "cause", None) or chain[-1].__cause__
+        if not isinstance(inner, BaseException) or inner in chain:
             break
-        error = inner
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return f"{type(error).__name__}: {lines[0] if lines else '(no message)'}"[:500]
+        chain.append(inner)
+    for candidate in chain:
+        for line in str(candidate).splitlines():
+            found = _EXCEPTION_LINE.match(line.strip())
+            if found and not found.group(1).startswith("ray."):
+                return f"{found.group(1).rsplit('.', 1)[-1]}: {found.group(2)}"[:500]
+    innermost = chain[-1]
+    lines = [line.strip() for line in str(innermost).splitlines() if line.strip()]
+    return f"{type(innermost).__name__}: {lines[0] if lines else '(no message)'}"[:500]
 
 
 def resolve(

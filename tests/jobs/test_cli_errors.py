@@ -119,3 +119,46 @@ def test_a_nan_guidance_scale_is_named_as_not_a_number(tmp_path, tiny_sd):
 
 def test_validate_still_passes_a_good_job(job, tmp_path):
     assert _diffgen("validate", str(job), "--output", str(tmp_path / "out")).returncode == EXIT_OK
+
+
+def test_a_storage_failure_during_the_run_is_one_line_and_exit_1(ray_cluster, tmp_path, tiny_sd, caplog):
+    """The output's images/ is a file: every write fails inside a writer actor; the run reports the
+    original error in one line, not Ray's nested remote tracebacks."""
+    import logging
+
+    from jobs.cli import main
+
+    manifest = write_manifest(tmp_path / "m.parquet", [{"id": "a", "prompt": "a cat"}])
+    job = write_job(tmp_path / "job.yaml", tiny_sd, manifest=str(manifest))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "images").write_text("not a folder")
+    with caplog.at_level(logging.ERROR, logger="diffgen"):
+        assert main(["run", str(job), "--output", str(out)]) == EXIT_INFRA
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR and r.name == "diffgen"]
+    assert len(errors) == 1 and "\n" not in errors[0]
+    assert errors[0].startswith(("NotADirectoryError: ", "FileExistsError: ")) and "images" in errors[0], errors[0]
+
+
+def test_a_truncated_index_shard_is_named_and_quarantine_recovers(ray_cluster, tmp_path, tiny_sd, caplog):
+    import logging
+
+    from jobs.cli import main
+
+    rows = [{"id": f"r{i}", "prompt": "a cat", "seed": i} for i in range(3)]
+    job = write_job(tmp_path / "job.yaml", tiny_sd, manifest=str(write_manifest(tmp_path / "m.parquet", rows)),
+                    output=str(tmp_path / "out"))  # fmt: skip
+    assert main(["run", str(job)]) == EXIT_OK
+    shard = next((tmp_path / "out" / "index").glob("*.parquet"))
+    shard.write_bytes(shard.read_bytes()[:100])
+    with caplog.at_level(logging.ERROR):
+        assert main(["run", str(job)]) == EXIT_INVALID
+        assert main(["validate", str(job)]) == EXIT_INVALID
+    assert f"{shard} (" in caplog.text and "--quarantine-corrupt-index" in caplog.text
+    assert main(["run", str(job), "--quarantine-corrupt-index"]) == EXIT_OK
+    assert (tmp_path / "out" / "quarantine" / "index" / shard.name).exists()
+    from diffgen.index import read_index
+
+    index = read_index(str(tmp_path / "out"))
+    assert sorted(index.column("id").to_pylist()) == ["r0", "r1", "r2"]
+    assert set(index.column("status").to_pylist()) == {"written"}
