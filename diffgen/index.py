@@ -48,6 +48,11 @@ def _read_shards(output: str, skip_corrupt: bool = False) -> dict[str, pa.Table]
     return tables
 
 
+def index_files(output: str) -> list[str]:
+    """The index's shard URIs: what changed between two listings says whether another run wrote."""
+    return storage.list_files(storage.join(output, INDEX_DIR), ".parquet")
+
+
 def read_index(output: str, skip_corrupt: bool = False) -> pa.Table | None:
     """The whole index; unreadable shards raise `CorruptIndexError`, or are left out with `skip_corrupt`."""
     tables = list(_read_shards(output, skip_corrupt).values())

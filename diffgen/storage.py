@@ -141,6 +141,41 @@ def write_bytes(uri: str, data: bytes) -> None:
         fs.pipe_file(path, data)
 
 
+def create_exclusive(uri: str, data: bytes) -> bool:
+    """Create the object `uri` holding `data` unless the name is taken: True when this call created it,
+    False when something was already there. Readers see nothing or all of `data`.
+
+    Atomic on a local disk (the bytes go to a temporary name, then a hard link, which fails when the name
+    is taken) and on S3 (PutObject with `If-None-Match: *`, which s3fs sends for mode="create").
+    fsspec's other filesystems mostly check for the name and then write, which is not atomic: callers
+    that need a single winner read back what they wrote. An S3 PUT retried after a lost response can
+    find its own object and answer False, so callers read back in that case too.
+    """
+    fs, path = filesystem(uri)
+    if not isinstance(fs, LocalFileSystem):
+        try:
+            fs.pipe_file(path, data, mode="create")
+        except FileExistsError:
+            return False
+        return True
+    fs.makedirs(posixpath.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    fs.pipe_file(tmp, data)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    except OSError:  # no hard links on this filesystem (FAT, some network mounts): O_EXCL, briefly partial
+        try:
+            with open(path, "xb") as handle:
+                handle.write(data)
+        except FileExistsError:
+            return False
+    finally:
+        os.remove(tmp)
+    return True
+
+
 def exists(uri: str) -> bool:
     fs, path = filesystem(uri)
     return fs.exists(path)

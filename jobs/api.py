@@ -20,6 +20,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from diffgen.index import CorruptIndexError
+from diffgen.lease import LeaseHeldError, LeaseLostError, read_lease_holder
 from diffgen.model_folder import ModelLoadError
 from diffgen.storage import UnsupportedUriError
 from diffgen.resume import ChangedRecordsError
@@ -96,7 +97,7 @@ def _typed_errors() -> Iterator[None]:
     except (JobSpecError, ManifestError, ModelLoadError, ChangedRecordsError, CorruptIndexError,
             UnsupportedUriError) as e:  # fmt: skip
         raise InvalidInputError(str(e)) from None
-    except (OutputError, InputUnreachableError, ClusterTooSmallError) as e:
+    except (OutputError, InputUnreachableError, ClusterTooSmallError, LeaseHeldError, LeaseLostError) as e:
         raise InfrastructureError(str(e)) from None
     except RunError:
         raise
@@ -158,7 +159,9 @@ def plan(job: str | Path | JobSpec, *, calibrate: bool = False, **kwargs) -> dic
     with _typed_errors():
         made = make_plan(spec, check_images=True)
         estimated = estimate(spec, made.todo, calibrate_with=made.records if calibrate else None)
-    return {**made.describe(), "estimate": estimated}
+        holder = read_lease_holder(made.output)
+    lease = None if holder is None or holder.is_stale() else holder.describe()
+    return {**made.describe(), "leased_by": lease, "estimate": estimated}
 
 
 def estimate(spec: JobSpec, todo: pa.Table, *, calibrate_with: pa.Table | None = None) -> dict[str, object]:

@@ -20,7 +20,8 @@ import pyarrow as pa
 import ray
 
 from diffgen import storage
-from diffgen.index import compact, quarantine_corrupt_shards, read_index
+from diffgen.index import compact, index_files, quarantine_corrupt_shards, read_index
+from diffgen.lease import Lease, hold_lease
 from diffgen.model_folder import ModelLoadError
 from diffgen.report import QcEvidence, build_report, write_report
 from diffgen.stages.chain import check_chain
@@ -127,15 +128,26 @@ def execute(p: Plan) -> QcEvidence | None:
 
 
 def run(spec: JobSpec) -> RunSummary:
+    """The whole recipe, holding the output's lease (`diffgen.lease`) from the first write to run.json."""
     started, t0 = datetime.now(UTC), time.perf_counter()
-    if spec.policy.corrupt_index == "quarantine" and spec.output is not None:
-        for uri in quarantine_corrupt_shards(spec.output):
-            log.warning("index shard %s cannot be read: moved to quarantine/, its records are made again", uri)
+    seen = index_files(spec.output) if spec.output is not None else []
     p = plan(spec)
+    with hold_lease(p.output, p.run_id) as lease:
+        if spec.policy.corrupt_index == "quarantine":
+            for uri in quarantine_corrupt_shards(p.output):
+                log.warning("index shard %s cannot be read: moved to quarantine/, its records are made again", uri)
+        if index_files(p.output) != seen:  # another run wrote before this one held the lease
+            p = plan(spec)
+        return _produce(p, lease, started, t0)
+
+
+def _produce(p: Plan, lease: Lease, started: datetime, t0: float) -> RunSummary:
+    spec = p.spec
     log.info("plan: %s", p.describe())
     write_rejects(p)
     write_validation(p)
     evidence = execute(p) if p.todo.num_rows else None
+    lease.check()  # a run that lost its lease leaves the index and run.json to the one that holds it
     current = dict(zip(p.records.column("record_id").to_pylist(), p.records.column("fingerprint").to_pylist()))
     removed = compact(p.output, current)
     if removed:
@@ -153,6 +165,7 @@ def run(spec: JobSpec) -> RunSummary:
         evidence = evidence or QcEvidence({}, 0, None)
         write_report(build_report(p.output, spec.qc, index, evidence, created_at=datetime.now(UTC)))
     summary = summarize(p, index, started, time.perf_counter() - t0)
+    lease.check()
     storage.write_bytes(storage.join(p.output, RUN_FILE), summary.model_dump_json(indent=2).encode())
     return summary
 
