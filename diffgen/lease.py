@@ -76,13 +76,28 @@ class LeaseHolder:
     heartbeat_s: float
     stale_s: float  # the holder's promise: a heartbeat at least this often, or the lease may be taken
     epoch: int
+    boot_id: str | None = None  # the holder machine's boot id (Linux), so a pid is only read on the same boot
 
     def age_s(self, now: float | None = None) -> float:
         """Seconds since the last heartbeat (0 when the holder's clock is ahead)."""
         return max(0.0, (time.time() if now is None else now) - self.heartbeat)
 
     def is_stale(self, now: float | None = None) -> bool:
-        return self.age_s(now) > self.stale_s
+        """No heartbeat for `stale_s`, or a holder on this very machine whose process is gone (a killed
+        driver's lease need not be waited out: crash-and-resume works at once)."""
+        return self.age_s(now) > self.stale_s or self.died_here()
+
+    def died_here(self) -> bool:
+        """The holder ran on this host since its last boot and its process no longer exists."""
+        if self.host != socket.gethostname() or self.boot_id is None or self.boot_id != _boot_id():
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, under another user
+            return False
+        return False
 
     def describe(self, now: float | None = None) -> str:
         since = datetime.fromtimestamp(self.started, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -227,14 +242,15 @@ def acquire_lease(output: str, run_id: str, *, heartbeat_s: float = HEARTBEAT_S,
                          f"got heartbeat_s={heartbeat_s}, stale_s={stale_s}")  # fmt: skip
     now = time.time()
     mine = LeaseHolder(run_id, socket.gethostname(), os.getpid(), secrets.token_hex(16), now, now,
-                       float(heartbeat_s), float(stale_s), epoch=0)  # fmt: skip
+                       float(heartbeat_s), float(stale_s), epoch=0, boot_id=_boot_id())  # fmt: skip
     replaced: LeaseHolder | None = None
     for _ in range(_ROUNDS):
         current, files = _newest(output)
         if current is not None and current.token == mine.token:
             if replaced is not None:
-                logger.warning("output %s: took over the lease of %s (stale after %g s); that run is presumed dead",
-                               output, replaced.describe(), replaced.stale_s)  # fmt: skip
+                why = "its process is gone" if replaced.died_here() else f"no heartbeat for {replaced.stale_s:g} s"
+                logger.warning("output %s: took over the lease of %s (%s); that run is presumed dead",
+                               output, replaced.describe(), why)  # fmt: skip
             return Lease(output, current, files)
         if current is not None and not current.is_stale():
             raise LeaseHeldError(output, current)
@@ -288,7 +304,16 @@ def _decode(data: bytes, epoch: int) -> LeaseHolder:
         run_id=str(record["run_id"]), host=str(record["host"]), pid=int(record["pid"]), token=str(record["token"]),
         started=float(record["started"]), heartbeat=float(record["heartbeat"]),
         heartbeat_s=float(record["heartbeat_s"]), stale_s=float(record["stale_s"]), epoch=epoch,
+        boot_id=record.get("boot_id"),
     )  # fmt: skip
+
+
+def _boot_id() -> str | None:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
 
 
 def _gone(current: LeaseHolder | None) -> str:

@@ -29,12 +29,12 @@ def output(request: pytest.FixtureRequest, tmp_path) -> str:
     return request.getfixturevalue("s3_bucket") + "/out"
 
 
-def plant(output: str, epoch: int, *, run_id: str = "other", heartbeat_age: float = 0.0) -> None:
+def plant(output: str, epoch: int, *, run_id: str = "other", heartbeat_age: float = 0.0, **holder) -> None:
     """Another run's lease record, written as that run would have."""
     now = time.time()
     record = {
         "run_id": run_id, "host": "elsewhere", "pid": 4242, "token": f"token-of-{run_id}",
-        "started": now - 3600, "heartbeat": now - heartbeat_age, "heartbeat_s": 30.0, "stale_s": 120.0,
+        "started": now - 3600, "heartbeat": now - heartbeat_age, "heartbeat_s": 30.0, "stale_s": 120.0, **holder,
     }  # fmt: skip
     storage.write_bytes(storage.join(output, f".diffgen-lease-{epoch:012d}.json"), json.dumps(record).encode())
 
@@ -91,6 +91,26 @@ def test_stale_lease_is_taken_over_with_a_warning(output: str, caplog: pytest.Lo
             assert lease_files(output) == [".diffgen-lease-000000000008.json"]  # the dead run's file is gone
     assert "took over the lease of run 'dead-run' (host elsewhere, pid 4242)" in caplog.text
     assert "last heartbeat 1000 s ago" in caplog.text
+
+
+def test_a_lease_whose_process_died_on_this_machine_is_taken_over_at_once(output: str, caplog):
+    """A killed driver's re-run need not wait out the staleness limit: same host, same boot, no such pid."""
+    import subprocess
+    import sys
+
+    from diffgen.lease import _boot_id
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    here = {"host": socket.gethostname(), "boot_id": _boot_id()}
+    plant(output, 2, run_id="killed", heartbeat_age=1, pid=gone.pid, **here)
+    with caplog.at_level(logging.WARNING, logger="diffgen.lease"):
+        with hold_lease(output, "rerun", heartbeat_s=60, stale_s=120) as lease:
+            assert lease.holder.epoch == 3
+    assert "took over the lease of run 'killed'" in caplog.text and "its process is gone" in caplog.text
+    plant(output, 5, run_id="alive", heartbeat_age=1, pid=os.getpid(), **here)  # this very process: alive
+    with pytest.raises(LeaseHeldError, match="run 'alive'"):
+        acquire_lease(output, "rerun")
 
 
 def test_live_lease_is_not_taken_over(output: str):
