@@ -220,7 +220,8 @@ def check_resources(spec: JobSpec) -> None:
     nodes = visible_nodes()
     why = shortfall(demands(spec), nodes) if nodes is not None else None
     if why is not None:
-        raise JobSpecError(f"{why}; lower compute.gpus_per_actor / cpus_per_actor / num_actors, or use a larger cluster")
+        raise JobSpecError(f"{why}; lower compute.gpus_per_actor / cpus_per_actor / num_actors, "
+                           "or use a larger cluster")  # fmt: skip
 
 
 def check_columns(columns: list[str], spec: JobSpec) -> None:

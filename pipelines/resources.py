@@ -57,8 +57,8 @@ def shortfall(wanted: list[Demand], nodes: list[dict[str, float]]) -> str | None
             if node is None:
                 need = ", ".join(f"{r} {v:g}" for r, v in sorted(demand.resources.items()))
                 have = "; ".join(_describe(n) for n in nodes) or "no nodes"
-                return (f"compute: the cluster cannot hold {demand.role} {k + 1} of {demand.count} (each needs {need}); "
-                        f"its nodes have {have}")  # fmt: skip
+                return (f"compute: the cluster cannot hold {demand.role} {k + 1} of {demand.count} "
+                        f"(each needs {need}); its nodes have {have}")  # fmt: skip
             for r, v in demand.resources.items():
                 node[r] -= v
     return None

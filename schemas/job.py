@@ -274,7 +274,8 @@ def load_job_spec(
     except OSError as e:
         raise JobSpecError(f"{path}: cannot read job spec ({e.strerror})") from e
     except UnicodeDecodeError as e:
-        raise JobSpecError(f"{path}: not a YAML job spec (not UTF-8 text: byte {e.start} is 0x{e.object[e.start]:02x})") from None
+        where = f"byte {e.start} is 0x{e.object[e.start]:02x}"
+        raise JobSpecError(f"{path}: not a YAML job spec (not UTF-8 text: {where})") from None
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:

@@ -58,7 +58,8 @@ class WriteStage:
         """Once per worker: hash the weights (cached per folder), build the C2PA signer."""
         self._weights = weights_hash(model_index(self.spec.model)[0])
         self._loras = [
-            LoraUse(name=x.adapter_name, path=x.path, weight=x.weight, sha256=file_sha256(x.path)) for x in self.spec.loras
+            LoraUse(name=x.adapter_name, path=x.path, weight=x.weight, sha256=file_sha256(x.path))
+            for x in self.spec.loras
         ]
         self._commit = git_commit()
         self._signer = C2paSigner(self.credentials) if self.credentials else None

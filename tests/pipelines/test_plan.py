@@ -165,7 +165,8 @@ def test_the_preflight_finds_every_missing_input_image(tmp_path, tiny_sd):
     spec = load_job_spec(write_job(tmp_path / "job.yaml", tiny_sd), manifest=str(manifest), output=str(tmp_path / "o"))
     # A run rejects the row itself; the pre-flight names the file and the first row that needs it.
     assert plan(spec).records.num_rows == 3
-    with pytest.raises(ManifestError, match=r"1 of 2 input image\(s\) cannot be used: .*missing/a.png \(row id='gone'\): not found"):
+    expected = r"1 of 2 input image\(s\) cannot be used: .*missing/a.png \(row id='gone'\): not found"
+    with pytest.raises(ManifestError, match=expected):
         plan(spec, check_images=True)
 
 
