@@ -25,7 +25,7 @@ from transformers.utils import logging as transformers_logging
 from diffgen.families import FAMILIES, FAMILY_BY_INDEX_CLASS, Family, UnknownFamilyError, family_for
 from diffgen.lora import LoraError, check_loras, load_loras
 from diffgen.model_folder import ModelLoadError, model_folder, model_index, read_json
-from diffgen.schedulers import check_scheduler
+from diffgen.schedulers import check_scheduler, check_scheduler_config
 from diffgen.variants import PipelineSet
 from diffgen.weights_check import WeightsFileError, check_weights
 from schemas.job import ComputeSpec, ControlNetSpec, JobSpec, ModelSpec
@@ -219,6 +219,9 @@ def _preflight(spec: JobSpec) -> tuple[Family, dict]:
     if scheduler_cls is not None:
         try:
             check_scheduler(spec.sampler.scheduler, scheduler_cls)
+            if spec.sampler.scheduler != "default":
+                scheduler_config = read_json(folder / "scheduler" / "scheduler_config.json", "model.id", "scheduler")
+                check_scheduler_config(spec.sampler.scheduler, scheduler_config)
         except ValueError as e:
             raise ModelLoadError(str(e)) from None
     for i, controlnet in enumerate(spec.controlnets):

@@ -140,7 +140,7 @@ def scheduler() -> EulerDiscreteScheduler:
     On 16x16 latents the plain schedule leaves the latent's mean (a scene's background color)
     visible at the last training step, so sampling from pure noise lets the seed, not the prompt,
     pick it."""
-    return EulerDiscreteScheduler(
+    scheduler = EulerDiscreteScheduler(
         num_train_timesteps=1000,
         beta_start=0.00085,
         beta_end=0.012,
@@ -150,6 +150,10 @@ def scheduler() -> EulerDiscreteScheduler:
         rescale_betas_zero_snr=True,
         timestep_spacing="trailing",
     )
+    # Euler ignores these; a DDIM or PNDM built from this config reads them instead of their library
+    # defaults (clip_sample=True draws garbage from a latent model; PRK warm-up steps are not wanted).
+    scheduler.register_to_config(clip_sample=False, set_alpha_to_one=True, skip_prk_steps=True)
+    return scheduler
 
 
 def to_model_input(images) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """Loading: checks that fail before any weights load, and compute options that degrade on the CPU."""
 
 import json
+from pathlib import Path
 import logging
 
 import numpy as np
@@ -330,3 +331,13 @@ def test_allowed_pickle_weights_are_checked_by_their_bytes(pickled_sd, tmp_path)
     (model / "vae" / "diffusion_pytorch_model.bin").write_text("not weights")
     with pytest.raises(ModelLoadError, match=r"/vae/diffusion_pytorch_model.bin is neither a PyTorch zip checkpoint"):
         preflight(spec)
+
+
+def test_a_scheduler_known_to_draw_garbage_on_this_model_is_refused_in_the_preflight():
+    from diffgen.micro_eval import EvalConfig, eval_job_spec
+
+    micro = Path(__file__).resolve().parents[2] / "models" / "micro-sd"
+    for name in ("dpmpp_2m_karras", "pndm"):
+        with pytest.raises(ModelLoadError, match=rf"^sampler.scheduler: '{name}' is refused"):
+            preflight(eval_job_spec(micro, EvalConfig(scheduler=name)))
+    preflight(eval_job_spec(micro, EvalConfig(scheduler="ddim")))
