@@ -128,3 +128,51 @@ def write_job(path: Path, model: Path, **sections) -> Path:
             job[key] = value
     path.write_text(yaml.safe_dump(job))
     return path
+
+
+@pytest.fixture
+def http_server():
+    """A real HTTP server on loopback: /ok.png answers (a 10x6 red PNG), /down.png answers 503 (a store
+    that is down), /missing.png 404, /slow.png stalls for 3 s."""
+    import http.server
+    import io
+    import threading
+    import time
+
+    from PIL import Image
+
+    sink = io.BytesIO()
+    Image.new("RGB", (10, 6), (255, 0, 0)).save(sink, format="PNG")
+    body = sink.getvalue()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _answer(self, send_body: bool):
+            if self.path == "/down.png":
+                self.send_response(503)
+                self.end_headers()
+                return
+            if self.path == "/slow.png":
+                time.sleep(3)
+            if self.path == "/missing.png":
+                self.send_response(404)
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if send_body:
+                self.wfile.write(body)
+
+        def do_HEAD(self):  # noqa: N802 - the stdlib's name
+            self._answer(False)
+
+        def do_GET(self):  # noqa: N802
+            self._answer(True)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()

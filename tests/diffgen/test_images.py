@@ -88,48 +88,6 @@ def test_input_roots_confine_reads_after_resolving_dot_dot_and_links(tmp_path):
             read_image(uri, limits=limits)
 
 
-@pytest.fixture
-def http_server():
-    """A real HTTP server on loopback: /ok.png answers, /down.png answers 503, /slow.png stalls."""
-    import http.server
-    import threading
-    import time
-
-    body = _png()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def _answer(self, send_body: bool):
-            if self.path == "/down.png":
-                self.send_response(503)
-                self.end_headers()
-                return
-            if self.path == "/slow.png":
-                time.sleep(3)
-            if self.path == "/missing.png":
-                self.send_response(404)
-                self.end_headers()
-                return
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if send_body:
-                self.wfile.write(body)
-
-        def do_HEAD(self):  # noqa: N802 - the stdlib's name
-            self._answer(False)
-
-        def do_GET(self):  # noqa: N802
-            self._answer(True)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-
-
 def test_server_errors_and_stalls_are_transient_missing_files_are_not(http_server):
     assert read_image(f"{http_server}/ok.png").image.size == (10, 6)
     with pytest.raises(ImageInputError) as down:

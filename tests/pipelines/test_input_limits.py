@@ -1,9 +1,7 @@
 """Inputs at the boundary: string-like Arrow types are accepted, and input images that hang, stall or
 come from a server that is down cost only their own row, with the right status."""
 
-import http.server
 import os
-import threading
 
 import numpy as np
 import pyarrow as pa
@@ -32,32 +30,14 @@ def test_every_arrow_string_type_is_accepted_for_id_prompt_and_labels(tmp_path, 
     assert p.todo.num_rows == 2
 
 
-@pytest.fixture
-def down_server():
-    """A real HTTP server on loopback that answers 503 to everything."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - the stdlib's name
-            self.send_response(503)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-
-
-def test_a_fifo_and_a_server_that_is_down_cost_only_their_rows(ray_cluster, tmp_path, tiny_sd, down_server):
+def test_a_fifo_and_a_server_that_is_down_cost_only_their_rows(ray_cluster, tmp_path, tiny_sd, http_server):
     good = tmp_path / "good.png"
     Image.fromarray(np.full((32, 32, 3), 120, np.uint8)).save(good)
     os.mkfifo(tmp_path / "pipe.png")
     rows = [
         {"id": "good", "prompt": "a cat", "init_image": str(good)},
         {"id": "fifo", "prompt": "a cat", "init_image": str(tmp_path / "pipe.png")},
-        {"id": "down", "prompt": "a cat", "init_image": f"{down_server}/a.png"},
+        {"id": "down", "prompt": "a cat", "init_image": f"{http_server}/down.png"},
         {"id": "plain", "prompt": "a dog"},
     ]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "m.parquet")
