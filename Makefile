@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
-# The embedded default model family is committed under models/ (trained by `python -m jobs.train_micro`).
+# The embedded default model family is committed under models/ (trained by `python -m lab.train_micro`).
 # Exit 3 is a `partial` run: every image was made and QC rejected a few (see out/default/qc/report.html).
 demo: $(STAMP)
 	$(BIN)/diffgen run examples/default/job.yaml --output out/default || test $$? -eq 3

@@ -13,7 +13,7 @@ N prompts (the example manifest's rows, repeated with distinct ids and seeds):
   bare-1t       the same on 1 thread
   bare-2x1      two bare loops at once, in two processes on 1 thread each, half the images each: what
                 the two cores give two generators with nothing else running (the actors' yardstick)
-  pipeline      `jobs.api.run`: Ray Data, 1 generation actor x diffgen's default torch threads (the
+  pipeline      `diffgen.jobs.api.run`: Ray Data, 1 generation actor x diffgen's default torch threads (the
                 cores less one for the other stages: 1 on 2 cores), QC on, watermark + provenance
                 on, PNG encode, local folder
   pipeline-s3   the same, written to moto's S3 server on 127.0.0.1 (as the tests use)
@@ -34,7 +34,7 @@ Ray's start, the actors' start and model load, compaction, the QC report and run
 
 Two rates per variant:
   e2e_images_per_s     images / wall time of the whole call (bare: `from_pretrained` + loop;
-                       pipeline: `jobs.api.run`, Ray start included)
+                       pipeline: `diffgen.jobs.api.run`, Ray start included)
   steady_images_per_s  least-squares slope of the cumulative number of images against the time each
                        batch was done, over the second half of the images: for the pipeline the
                        index's `created_at` (stamped once per write call, when the write stage
@@ -50,7 +50,7 @@ variants, `stage_profile` times diffgen's GenerateStage, QcStage and WriteStage 
 off) in this process on 1 thread without Ray: what each CPU stage costs per image next to generation.
 
 GPU mode (--gpu; refuses to run without CUDA) builds real-size SD 1.5 and SDXL folders with random
-weights (`diffgen.real_size`, once, under --models-dir), then for SD 1.5 at 512x512, 25 steps and
+weights (`lab.builders.real_size`, once, under --models-dir), then for SD 1.5 at 512x512, 25 steps and
 SDXL at 1024x1024, 20 steps, both with classifier-free guidance, runs `bare` and `pipeline` (QC,
 watermark, provenance, local writes) in --dtype (bf16 default) with channels-last, SDPA attention
 (diffusers' default on torch 2) and, with --compile, the UNet compiled in place as diffgen does. It
@@ -96,8 +96,8 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 
+from diffgen.schemas.job import JobSpec, load_job_spec  # noqa: E402
 from diffgen.stages.generate import default_cpu_threads  # noqa: E402
-from schemas.job import JobSpec, load_job_spec  # noqa: E402
 
 DEFAULT_JOB = ROOT / "examples" / "default" / "job.yaml"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -145,7 +145,7 @@ CPU_VARIANTS = [
     Variant("bare-1t", "bare", "plain diffusers loop, 1 thread", threads=1),
     Variant("bare-2x1", "bare", "2 plain diffusers loops side by side (2 processes x 1 thread), half the images each",
             actors=2, threads=1),
-    Variant("pipeline", "pipeline", "jobs.api.run, 1 actor x diffgen's default threads, QC + watermark + provenance, "
+    Variant("pipeline", "pipeline", "diffgen.jobs.api.run, 1 actor x diffgen's default threads, QC + watermark + provenance, "
             "local folder"),
     Variant("pipeline-s3", "pipeline", "as pipeline, written to loopback S3 (moto)", output="s3"),
     Variant("no-qc", "pipeline", "as pipeline, qc.enabled=false", qc=False),
@@ -158,14 +158,14 @@ CPU_VARIANTS = [
 ]  # fmt: skip
 GPU_VARIANTS = [
     Variant("bare", "bare", "plain diffusers loop on the GPU", threads=None),
-    Variant("pipeline", "pipeline", "jobs.api.run, 1 generation actor, QC + watermark + provenance, local folder",
+    Variant("pipeline", "pipeline", "diffgen.jobs.api.run, 1 generation actor, QC + watermark + provenance, local folder",
             threads=None),
 ]  # fmt: skip
 
 
 @dataclass(frozen=True)
 class GpuModel:
-    architecture: str  # a key of diffgen.real_size.ARCHITECTURES
+    architecture: str  # a key of lab.builders.real_size.ARCHITECTURES
     width: int
     steps: int
     guidance_scale: float
@@ -275,8 +275,8 @@ class UnetTimer:
 def run_bare(spec: JobSpec, rows: list[dict], variant: Variant, gpu: bool) -> Measurement:
     import diffusers
 
-    from diffgen.loading import DTYPES
-    from diffgen.schedulers import SCHEDULERS
+    from diffgen.generation.loading import DTYPES
+    from diffgen.generation.schedulers import SCHEDULERS
 
     if variant.threads is not None:
         torch.set_num_threads(variant.threads)
@@ -384,11 +384,11 @@ def profile_stages(job: Path, manifest: Path, work: Path, images: int) -> dict:
 
     Shows what the pipeline's CPU stages cost next to generation on the same cores.
     """
+    from diffgen.pipelines.generate import score_and_write_rows
+    from diffgen.pipelines.plan import plan
     from diffgen.stages.generate import GenerateStage
     from diffgen.stages.qc import QcStage
     from diffgen.stages.write import WriteStage
-    from pipelines.generate import score_and_write_rows
-    from pipelines.plan import plan
 
     torch.set_num_threads(1)
     out: dict = {"images": images, "threads": 1}
@@ -564,8 +564,8 @@ def run_pipeline(
 ) -> Measurement:
     import ray
 
-    from diffgen.index import read_index
-    from jobs.api import RunError, run
+    from diffgen.dataset.index import read_index
+    from diffgen.jobs.api import RunError, run
 
     if ray.is_initialized():
         ray.shutdown()
@@ -615,8 +615,8 @@ def run_pipeline(
 
 def same_images(bare: Measurement, pipeline: Measurement) -> dict:
     """The bare loop's first batch against the pipeline's PNGs of the same rows: the same work was done."""
-    from diffgen import storage
-    from diffgen.png import decode_png
+    from diffgen.dataset import storage
+    from diffgen.provenance.png import decode_png
 
     index = pipeline.extra["_index"]
     uris = dict(zip(index.column("id").to_pylist(), index.column("image_uri").to_pylist()))
@@ -805,7 +805,7 @@ def machine_slug(info: dict, gpu: bool) -> str:
 def versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
-    from diffgen.versions import package_versions
+    from diffgen.reporting.versions import package_versions
 
     found = package_versions()
     for name in ("numpy", "invisible-watermark", "moto", "accelerate", "pynvml", "nvidia-ml-py"):
@@ -892,7 +892,7 @@ def settings_of(spec: JobSpec, images: int, repeats: int) -> dict:
 
 METHOD = {
     "e2e_images_per_s": "images / wall time of the whole call: bare = from_pretrained + loop (libraries already "
-    "imported); pipeline = jobs.api.run with Ray stopped before, so Ray start, worker imports, actor start and "
+    "imported); pipeline = diffgen.jobs.api.run with Ray stopped before, so Ray start, worker imports, actor start and "
     "model load, compaction, QC report and run.json are inside",
     "steady_images_per_s": "least-squares slope of cumulative images against the time each batch was done, over "
     "the second half of the images: pipeline = the index's created_at (one stamp per write call, taken when the "
@@ -929,7 +929,7 @@ def run_cpu(args: argparse.Namespace) -> dict:
 
 
 def run_gpu(args: argparse.Namespace) -> dict:
-    from diffgen.real_size import build_real_size
+    from lab.builders.real_size import build_real_size
 
     blocks = {}
     for name in args.gpu_models:
@@ -950,7 +950,7 @@ def run_gpu(args: argparse.Namespace) -> dict:
             f"sampler.guidance_scale={m.guidance_scale}",
             f"compute.batch_size={m.batch_size}",
             "compute.device=cuda",
-            # The QC actor reserves a quarter GPU next to the generator (pipelines.qc.qc_map).
+            # The QC actor reserves a quarter GPU next to the generator (diffgen.pipelines.qc.qc_map).
             "compute.gpus_per_actor=0.75",
             f"compute.dtype={args.dtype}",
             "compute.channels_last=true",

@@ -2,9 +2,9 @@
 
     .venv/bin/python benchmarks/watermark_robustness.py --n 300 --sizes 64 256
 
-For each size, N images get a distinct 64-bit payload (`diffgen.watermark.payload_for`), are
+For each size, N images get a distinct 64-bit payload (`diffgen.provenance.watermark.payload_for`), are
 attacked, and the payload is read back from the attacked pixels. Two kinds of image:
-  - `sd`: real outputs of a diffusers Stable Diffusion pipeline (`diffgen.tiny_models.build_tiny_sd`,
+  - `sd`: real outputs of a diffusers Stable Diffusion pipeline (`lab.builders.tiny.build_tiny_sd`,
     random weights, so they look like coloured noise: the hard case for a chroma watermark);
   - `procedural`: smooth gradients with PIL-drawn shapes and a little noise, closer to what
     trained models produce.
@@ -40,7 +40,7 @@ from PIL import Image, ImageDraw, ImageFilter
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from diffgen import watermark  # noqa: E402
+from diffgen.provenance import watermark  # noqa: E402
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "watermark_robustness.json"
 
@@ -132,7 +132,7 @@ def sd_images(size: int, count: int, steps: int, seed: int) -> list[np.ndarray]:
     import torch
     from diffusers import StableDiffusionPipeline
 
-    from diffgen.tiny_models import build_tiny_sd
+    from lab.builders.tiny import build_tiny_sd
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     with tempfile.TemporaryDirectory() as tmp:
@@ -175,7 +175,7 @@ def summarise(accuracies: list[float]) -> dict[str, float]:
 
 def run(n: int, sizes: list[int], sd_images_per_size: int, sd_steps: int, seed: int) -> dict:
     results: dict = {
-        "method": f"invisible-watermark {watermark.METHOD} via diffgen.watermark, {watermark.PAYLOAD_BITS}-bit payload",
+        "method": f"invisible-watermark {watermark.METHOD} via diffgen.provenance.watermark, {watermark.PAYLOAD_BITS}-bit payload",
         "created_at": datetime.now(UTC).isoformat(),
         "python": platform.python_version(),
         "n_per_size": n,

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from diffgen.microworld import SHAPES, Scene, mask_image, render, sample_scene  # noqa: E402
+from lab.micro.world import SHAPES, Scene, mask_image, render, sample_scene  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SIZE = 64

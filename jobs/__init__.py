@@ -1,1 +1,1 @@
-"""Entry points: the `diffgen` CLI and `python -m jobs.<name>` for `ray job submit` and orchestrators."""
+"""Entry points: the `diffgen` CLI and `python -m diffgen.jobs.<name>` for `ray job submit` and orchestrators."""

@@ -1,6 +1,6 @@
 """The Python API for orchestrators that call Python directly (Airflow, Dagster, Prefect).
 
-    from jobs.api import run
+    from diffgen.jobs.api import run
     result = run("job.yaml", manifest="s3://b/m.parquet", output="s3://b/out")
     result.counts.images_written
 
@@ -19,15 +19,15 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from diffgen.index import CorruptIndexError
-from diffgen.lease import LeaseHeldError, LeaseLostError, read_lease_holder
-from diffgen.model_folder import ModelLoadError
-from diffgen.storage import UnsupportedUriError
-from diffgen.resume import ChangedRecordsError
-from schemas.job import JobSpec, JobSpecError, load_job_spec
-from schemas.manifest import ManifestError
-from schemas.report import QcReport
-from schemas.run import RunCounts, RunSummary
+from diffgen.dataset.index import CorruptIndexError
+from diffgen.dataset.lease import LeaseHeldError, LeaseLostError, read_lease_holder
+from diffgen.dataset.resume import ChangedRecordsError
+from diffgen.dataset.storage import UnsupportedUriError
+from diffgen.generation.model_folder import ModelLoadError
+from diffgen.schemas.job import JobSpec, JobSpecError, load_job_spec
+from diffgen.schemas.manifest import ManifestError
+from diffgen.schemas.report import QcReport
+from diffgen.schemas.run import RunCounts, RunSummary
 
 EXIT_OK, EXIT_INFRA, EXIT_INVALID, EXIT_PARTIAL, EXIT_FAILED = 0, 1, 2, 3, 4
 EXIT_BY_STATUS = {"complete": EXIT_OK, "partial": EXIT_PARTIAL, "failed": EXIT_FAILED}
@@ -89,8 +89,8 @@ def _offline_env() -> None:
 @contextmanager
 def _typed_errors() -> Iterator[None]:
     """The library's errors as the API's: input problems vs. infrastructure problems."""
-    from pipelines.plan import InputUnreachableError, OutputError
-    from pipelines.resources import ClusterTooSmallError
+    from diffgen.pipelines.plan import InputUnreachableError, OutputError
+    from diffgen.pipelines.resources import ClusterTooSmallError
 
     try:
         yield
@@ -153,7 +153,7 @@ def resolve(
 def plan(job: str | Path | JobSpec, *, calibrate: bool = False, **kwargs) -> dict[str, object]:
     """The pre-flight: validates everything a run would, writes nothing, and estimates the run's
     time from the throughput table, or with `calibrate` from a short generation on this machine."""
-    from pipelines.plan import plan as make_plan
+    from diffgen.pipelines.plan import plan as make_plan
 
     spec = resolve(job, **kwargs)
     with _typed_errors():
@@ -166,7 +166,7 @@ def plan(job: str | Path | JobSpec, *, calibrate: bool = False, **kwargs) -> dic
 
 def estimate(spec: JobSpec, todo: pa.Table, *, calibrate_with: pa.Table | None = None) -> dict[str, object]:
     """The plan's estimate for the records in `todo`; `calibrate_with` records time a short run here first."""
-    from diffgen import throughput
+    from diffgen.generation import throughput
 
     table = throughput.load_table()
     measured = None
@@ -184,7 +184,7 @@ def estimate(spec: JobSpec, todo: pa.Table, *, calibrate_with: pa.Table | None =
 def run(job: str | Path | JobSpec, **kwargs) -> RunResult:
     """Run a job to the end on the cluster named by RAY_ADDRESS (or a local one)."""
     _offline_env()
-    from pipelines.generate import run as run_pipeline
+    from diffgen.pipelines.generate import run as run_pipeline
 
     spec = resolve(job, **kwargs)
     with _typed_errors():
@@ -200,7 +200,7 @@ def qc(output: str, *, job: str | Path | None = None, overrides: list[str] | Non
     Settings: the output's own run.json `job.qc`, or `job`'s qc section, then `qc.*` overrides.
     """
     _offline_env()
-    from jobs.qc import rescore
+    from diffgen.jobs.qc import rescore
 
     with _typed_errors():
         return rescore(output, job=None if job is None else str(job), overrides=overrides)

@@ -17,7 +17,7 @@ import logging
 import os
 import sys
 
-from jobs import api
+from diffgen.jobs import api
 
 log = logging.getLogger("diffgen")
 
@@ -107,8 +107,8 @@ def run_command(args: argparse.Namespace) -> int:
 
 def verify_command(args: argparse.Namespace) -> int:
     """Read each image's provenance, XMP, C2PA manifest and watermark; exit 0 only if all agree."""
-    from diffgen import storage
-    from diffgen.verify import verify_image
+    from diffgen.dataset import storage
+    from diffgen.provenance.verify import verify_image
 
     anchors = storage.read_bytes(args.trust_anchors) if args.trust_anchors else None
     all_ok, reports = True, {}
@@ -132,7 +132,7 @@ def verify_command(args: argparse.Namespace) -> int:
 
 def submit_command(args: argparse.Namespace) -> int:
     """Submit a run to a Ray cluster's Job API; print the job id; with --wait, its exit code."""
-    from jobs import submit
+    from diffgen.jobs import submit
 
     address = args.address or os.environ.get("RAY_ADDRESS", "")
     if not address.startswith(("http://", "https://")):
@@ -161,7 +161,7 @@ def submit_command(args: argparse.Namespace) -> int:
 
 def qc_command(args: argparse.Namespace) -> int:
     """Rescore an output written earlier; print what the new report says."""
-    from jobs.qc import summary
+    from diffgen.jobs.qc import summary
 
     try:
         report = api.qc(args.output, job=args.job, overrides=args.overrides)
@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify_parser.add_argument("--require-c2pa", action="store_true", help="an image without C2PA fails")
     verify_parser.add_argument("--json", action="store_true", help="print the reports as JSON")
     verify_parser.set_defaults(handler=verify_command)
-    from jobs.qc import add_parser as add_qc_parser
+    from diffgen.jobs.qc import add_parser as add_qc_parser
 
     add_qc_parser(commands).set_defaults(handler=qc_command)
     return parser

@@ -1,4 +1,4 @@
-"""`python -m jobs.export_schemas`: write the JSON Schemas of run.json and the job spec to schemas/json/,
+"""`python -m diffgen.jobs.export_schemas`: write the JSON Schemas of run.json and the job spec to schemas/json/,
 so tools in any language can read diffgen's results. A test keeps the committed files current."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from schemas.job import JobSpec
-from schemas.run import RunSummary
+from diffgen.schemas.job import JobSpec
+from diffgen.schemas.run import RunSummary
 
 FOLDER = Path(__file__).resolve().parents[1] / "schemas" / "json"
 SCHEMAS = {"run.schema.json": RunSummary, "job.schema.json": JobSpec}

@@ -1,4 +1,4 @@
-"""`python -m jobs.generate JOB.yaml [--manifest URI] [--output URI] [--set k=v]`: the entry point
+"""`python -m diffgen.jobs.generate JOB.yaml [--manifest URI] [--output URI] [--set k=v]`: the entry point
 for `ray job submit` and orchestrators; the same as `diffgen run`."""
 
 from __future__ import annotations
@@ -6,11 +6,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jobs.cli import add_run_arguments, configure_logging, run_command
+from diffgen.jobs.cli import add_run_arguments, configure_logging, run_command
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.generate", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m diffgen.jobs.generate", description=__doc__)
     add_run_arguments(parser)
     args = parser.parse_args(argv)
     configure_logging(args.verbose)

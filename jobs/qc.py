@@ -13,12 +13,12 @@ import logging
 
 from pydantic import ValidationError
 
-from diffgen import storage
-from diffgen.index import read_index
-from schemas.errors import format_validation_error
-from schemas.job import JobSpecError, apply_overrides, load_job_spec
-from schemas.qc import QcSpec
-from schemas.report import QcReport
+from diffgen.dataset import storage
+from diffgen.dataset.index import read_index
+from diffgen.schemas.errors import format_validation_error
+from diffgen.schemas.job import JobSpecError, apply_overrides, load_job_spec
+from diffgen.schemas.qc import QcSpec
+from diffgen.schemas.report import QcReport
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def qc_spec(output: str, *, job: str | None = None, overrides: list[str] | None 
 
 def rescore(output: str, *, job: str | None = None, overrides: list[str] | None = None) -> QcReport:
     """Score every written image of `output` again and rewrite its QC report (the index stays as it is)."""
-    from pipelines.qc import qc_output  # Ray starts only when there is something to score
+    from diffgen.pipelines.qc import qc_output  # Ray starts only when there is something to score
 
     spec = qc_spec(output, job=job, overrides=overrides)
     if read_index(output) is None:

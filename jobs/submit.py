@@ -1,12 +1,12 @@
 """`diffgen submit`: send a run to a Ray cluster through Ray's Job API, and with `--wait` follow it.
 
-The cluster runs `python -m jobs.generate JOB --manifest URI --output URI` as a Ray job; what
+The cluster runs `python -m diffgen.jobs.generate JOB --manifest URI --output URI` as a Ray job; what
 travels with it depends on the mode:
 
 - upload (the default): the job spec, validated and resolved here (`--set` applied, relative paths
   made absolute against the YAML's folder), is written to a staging folder that becomes the job's
   `working_dir`, with the manifest when it is a local file; the code comes from this checkout
-  (`schemas`, `diffgen`, `pipelines`, `jobs` as `py_modules`), so the cluster runs what was
+  (one `diffgen` package assembled as the wheel lays it out, as `py_modules`), so the cluster runs what was
   validated here. Every other local path (model, LoRA, C2PA key, input images, a local output) is
   read on the cluster at the same absolute path: keep models on a store mounted alike everywhere
   and data on object storage.
@@ -43,8 +43,8 @@ from typing import TYPE_CHECKING, Any
 import pyarrow.parquet as pq
 import yaml
 
-from jobs import api
-from schemas.job import CONTROL_COLUMN, JobSpec, JobSpecError
+from diffgen.jobs import api
+from diffgen.schemas.job import CONTROL_COLUMN, JobSpec, JobSpecError
 
 if TYPE_CHECKING:
     from ray.job_submission import JobDetails, JobSubmissionClient
@@ -52,7 +52,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
-CODE_PACKAGES = ("schemas", "diffgen", "pipelines", "jobs")
+# The checkout's folders that make up the installed `diffgen` package (pyproject.toml's package-dir):
+# the engine is the package itself, the others its subpackages.
+CODE_PACKAGES = {"diffgen": "", "schemas": "schemas", "pipelines": "pipelines", "jobs": "jobs"}
 # Ray also honours each folder's .gitignore (.venv, out/, examples/models, caches).
 EXCLUDES = ["__pycache__", "*.pyc", ".pytest_cache", ".ruff_cache", ".hypothesis"]
 _IMAGE_COLUMNS = ("init_image", "mask_image")
@@ -109,7 +111,9 @@ def _fingerprint(*parts: str | bytes) -> str:
 def _staged(spec: JobSpec, job: Path, verbose: bool) -> Submission:
     """The resolved job spec (and a local manifest) in a staging folder, the code as py_modules."""
     manifest, output = spec.require_io()
-    staging = Path(tempfile.mkdtemp(prefix="diffgen-submit-"))
+    root = Path(tempfile.mkdtemp(prefix="diffgen-submit-"))
+    staging = root / "job"
+    staging.mkdir()
     try:
         name = job.name if job.suffix in (".yaml", ".yml") else f"{job.name}.yaml"
         data = spec.model_dump(mode="json", exclude_unset=True, exclude={"manifest", "output"})
@@ -126,15 +130,30 @@ def _staged(spec: JobSpec, job: Path, verbose: bool) -> Submission:
             shutil.copyfile(local, staging / manifest)  # relative: the job's working_dir on the cluster
             with local.open("rb") as f:
                 manifest_digest = hashlib.file_digest(f, "sha256").digest()
-        argv = ["python", "-m", "jobs.generate", name, "--manifest", manifest, "--output", output]
+        argv = ["python", "-m", "diffgen.jobs.generate", name, "--manifest", manifest, "--output", output]
         entrypoint = shlex.join(argv + (["-v"] if verbose else []))
-        runtime_env = {"working_dir": str(staging), "py_modules": [str(ROOT / p) for p in CODE_PACKAGES],
+        runtime_env = {"working_dir": str(staging), "py_modules": [str(stage_code(root / "code"))],
                        "excludes": EXCLUDES}  # fmt: skip
         fingerprint = _fingerprint(entrypoint, text, manifest_digest)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
         raise
-    return Submission(entrypoint, runtime_env, _metadata(spec, fingerprint), staging)
+    return Submission(entrypoint, runtime_env, _metadata(spec, fingerprint), root)
+
+
+def stage_code(folder: Path) -> Path:
+    """This checkout's code as the one `diffgen` package the cluster imports (`folder`/diffgen): the engine,
+    with `schemas/`, `pipelines/` and `jobs/` as its subpackages, as the wheel lays them out."""
+    import diffgen
+
+    target = folder / "diffgen"
+    ignore = shutil.ignore_patterns(*EXCLUDES)
+    if not all((ROOT / source / "__init__.py").is_file() for source in CODE_PACKAGES):  # an installed wheel
+        shutil.copytree(Path(diffgen.__file__).parent, target, ignore=ignore)
+        return target
+    for source, inside in CODE_PACKAGES.items():
+        shutil.copytree(ROOT / source, target / inside if inside else target, ignore=ignore, dirs_exist_ok=True)
+    return target
 
 
 def _metadata(spec: JobSpec, fingerprint: str) -> dict[str, str]:
@@ -166,7 +185,7 @@ def prepare(
     else:
         log.info("%s is not readable here; the cluster validates it", job)
         spec = None
-    argv = ["python", "-m", "jobs.generate", str(job)]
+    argv = ["python", "-m", "diffgen.jobs.generate", str(job)]
     argv += [a for flag, v in (("--manifest", manifest), ("--output", output)) if v for a in (flag, v)]
     argv += [a for item in overrides or [] for a in ("--set", item)]
     entrypoint = shlex.join(argv + (["-v"] if verbose else []))

@@ -19,23 +19,23 @@ from datetime import UTC, datetime
 import pyarrow as pa
 import ray
 
-from diffgen import storage
-from diffgen.index import compact, index_files, quarantine_corrupt_shards, read_index
-from diffgen.lease import Lease, hold_lease
-from diffgen.model_folder import ModelLoadError
-from diffgen.report import QcEvidence, build_report, write_report
+from diffgen.dataset import storage
+from diffgen.dataset.index import compact, index_files, quarantine_corrupt_shards, read_index
+from diffgen.dataset.lease import Lease, hold_lease
+from diffgen.dataset.webdataset import pack as pack_webdataset
+from diffgen.generation.model_folder import ModelLoadError
+from diffgen.pipelines.cluster import connect
+from diffgen.pipelines.plan import Plan, plan, stage_chain, write_index_validation, write_rejects, write_validation
+from diffgen.pipelines.qc import StatsSink, gather, qc_map
+from diffgen.pipelines.resources import wait_for_resources
+from diffgen.pipelines.write import write_map
+from diffgen.reporting.report import QcEvidence, build_report, write_report
+from diffgen.reporting.versions import package_versions
+from diffgen.schemas.job import ComputeSpec, JobSpec
+from diffgen.schemas.record import RecordStatus
+from diffgen.schemas.run import RunCounts, RunSummary
 from diffgen.stages.chain import check_chain
 from diffgen.stages.generate import GenerateStage
-from diffgen.versions import package_versions
-from diffgen.webdataset import pack as pack_webdataset
-from pipelines.cluster import connect
-from pipelines.plan import Plan, plan, stage_chain, write_index_validation, write_rejects, write_validation
-from pipelines.qc import StatsSink, gather, qc_map
-from pipelines.resources import wait_for_resources
-from pipelines.write import write_map
-from schemas.job import ComputeSpec, JobSpec
-from schemas.record import RecordStatus
-from schemas.run import RunCounts, RunSummary
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def execute(p: Plan) -> QcEvidence | None:
 
 
 def run(spec: JobSpec) -> RunSummary:
-    """The whole recipe, holding the output's lease (`diffgen.lease`) from the first write to run.json."""
+    """The whole recipe, holding the output's lease (`diffgen.dataset.lease`) from the first write to run.json."""
     started, t0 = datetime.now(UTC), time.perf_counter()
     seen = index_files(spec.output) if spec.output is not None else []
     p = plan(spec)

@@ -17,22 +17,22 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from diffgen import storage
-from diffgen.c2pa_signing import C2paConfigError, C2paCredentials, load_credentials
-from diffgen.expectations import Failure, SuiteResult, validate_index, validate_manifest_table, write_result
-from diffgen.fingerprint import fingerprinted, job_inputs
-from diffgen.index import INDEX_DIR, REJECTS_DIR, read_index
-from diffgen.loading import preflight
-from diffgen.records import expand
-from diffgen.resume import resume_state
+from diffgen.dataset import storage
+from diffgen.dataset.fingerprint import fingerprinted, job_inputs
+from diffgen.dataset.index import INDEX_DIR, REJECTS_DIR, read_index
+from diffgen.dataset.records import expand
+from diffgen.dataset.resume import resume_state
+from diffgen.generation.loading import preflight
+from diffgen.pipelines.resources import demands, shortfall, visible_nodes
+from diffgen.provenance.c2pa import C2paConfigError, C2paCredentials, load_credentials
+from diffgen.reporting.expectations import Failure, SuiteResult, validate_index, validate_manifest_table, write_result
+from diffgen.schemas.job import JobSpec, JobSpecError
+from diffgen.schemas.manifest import ManifestError, check_rows, describe_row_problems, with_plain_strings
+from diffgen.schemas.record import INDEX_SCHEMA
 from diffgen.stages.chain import check_chain
 from diffgen.stages.generate import GenerateStage
 from diffgen.stages.qc import QcStage
 from diffgen.stages.write import WriteStage
-from pipelines.resources import demands, shortfall, visible_nodes
-from schemas.job import JobSpec, JobSpecError
-from schemas.manifest import ManifestError, check_rows, describe_row_problems, with_plain_strings
-from schemas.record import INDEX_SCHEMA
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +216,7 @@ def check_input_images(records: pa.Table, spec: JobSpec, *, threads: int = 16) -
 
 
 def check_resources(spec: JobSpec) -> None:
-    """The cluster the run will use can hold its actors, where the pre-flight can see it (`pipelines.resources`)."""
+    """The cluster the run will use can hold its actors, where the pre-flight can see it (`diffgen.pipelines.resources`)."""
     nodes = visible_nodes()
     why = shortfall(demands(spec), nodes) if nodes is not None else None
     if why is not None:

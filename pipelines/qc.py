@@ -4,7 +4,7 @@ Each scoring actor keeps its own per-group `FeatureStats` (count, sum, sum of ou
 sends them, never feature vectors, to one `StatsSink` actor: cumulatively every `FLUSH_SECONDS`
 and a last time when Ray Data shuts the pool down gracefully (the UDF's `__del__`). The sink keeps
 the latest statistics of each actor instance, so a flush repeated or superseded never counts twice;
-the driver merges them once the run is over and computes the Fréchet distances (`diffgen.report`).
+the driver merges them once the run is over and computes the Fréchet distances (`diffgen.reporting.report`).
 
 An instance that dies without its last flush (a lost node) leaves its latest periodic flush; the
 report then says how many images the FID covers next to how many were written.
@@ -25,17 +25,17 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from diffgen import storage
-from diffgen.images import ImageInputError, read_image
-from diffgen.index import read_index
+from diffgen.dataset import storage
+from diffgen.dataset.index import read_index
+from diffgen.generation.images import ImageInputError, read_image
 from diffgen.metrics.frechet import FeatureStats
-from diffgen.report import QcEvidence, build_report, write_report
+from diffgen.pipelines.cluster import connect
+from diffgen.pipelines.priority import lower_cpu_priority
+from diffgen.reporting.report import QcEvidence, build_report, write_report
+from diffgen.schemas.job import JobSpecError
+from diffgen.schemas.qc import QcSpec
+from diffgen.schemas.record import RecordStatus
 from diffgen.stages.qc import QcStage
-from pipelines.cluster import connect
-from pipelines.priority import lower_cpu_priority
-from schemas.job import JobSpecError
-from schemas.qc import QcSpec
-from schemas.record import RecordStatus
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def qc_map(
     fid_over: str = "kept",
 ) -> ray.data.Dataset:
     """`ds` scored by one QC actor (a quarter GPU next to the generators when there are GPUs), at
-    `niceness` (`pipelines.priority`) when it shares the nodes with generation."""
+    `niceness` (`diffgen.pipelines.priority`) when it shares the nodes with generation."""
     return ds.map_batches(
         QcActor,
         fn_constructor_args=(spec, sink, niceness, fid_over),

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import ray
 
-from pipelines.write import WRITER_CPUS, writer_count
-from schemas.job import JobSpec
+from diffgen.pipelines.write import WRITER_CPUS, writer_count
+from diffgen.schemas.job import JobSpec
 
 log = logging.getLogger(__name__)
 

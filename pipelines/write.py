@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING
 
 import ray
 
-from diffgen.c2pa_signing import C2paCredentials
+from diffgen.pipelines.priority import lower_cpu_priority
+from diffgen.provenance.c2pa import C2paCredentials
+from diffgen.schemas.job import ComputeSpec, JobSpec
 from diffgen.stages.write import WriteStage
-from pipelines.priority import lower_cpu_priority
-from schemas.job import ComputeSpec, JobSpec
 
 if TYPE_CHECKING:  # the plan's module imports diffusers (pre-flight)
-    from pipelines.plan import Plan
+    from diffgen.pipelines.plan import Plan
 
 
 class WriteActor(WriteStage):

@@ -3,10 +3,10 @@
 This package imports nothing of ours; every other package imports it.
 """
 
-from schemas.job import JobSpec, load_job_spec
-from schemas.manifest import ManifestError, validate_manifest
-from schemas.record import INDEX_COLUMNS, RecordStatus
-from schemas.run import RunCounts, RunSummary
+from diffgen.schemas.job import JobSpec, load_job_spec
+from diffgen.schemas.manifest import ManifestError, validate_manifest
+from diffgen.schemas.record import INDEX_COLUMNS, RecordStatus
+from diffgen.schemas.run import RunCounts, RunSummary
 
 __all__ = [
     "INDEX_COLUMNS",

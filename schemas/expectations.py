@@ -9,7 +9,7 @@ Each expectation carries `meta.scope`:
 - `row`: some rows break it. What happens to those rows is `policy.invalid_rows`' business.
 
 Column types are not expected here: the Arrow schema states them exactly, and
-`schemas.manifest.check_rows` refuses a mistyped column. Value expectations are only added
+`diffgen.schemas.manifest.check_rows` refuses a mistyped column. Value expectations are only added
 for columns of the right kind, so a mistyped column never makes an expectation crash.
 Rules across fields (`mask_image` needs `init_image`) stay with `check_rows`.
 """
@@ -24,8 +24,8 @@ from annotated_types import Ge, Gt, Le, Lt, MaxLen, MinLen
 from great_expectations.expectations.row_conditions import Column
 
 # The Arrow type each field accepts: the suite skips exactly the columns check_rows refuses.
-from schemas.manifest import _ARROW_KIND, REQUIRED_COLUMNS, ManifestRow
-from schemas.record import RecordStatus
+from diffgen.schemas.manifest import _ARROW_KIND, REQUIRED_COLUMNS, ManifestRow
+from diffgen.schemas.record import RecordStatus
 
 E = gx.expectations
 Scope = Literal["table", "row"]

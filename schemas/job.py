@@ -15,10 +15,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from schemas.errors import format_validation_error
-from schemas.policy import PolicySpec
-from schemas.provenance import ProvenanceSpec
-from schemas.qc import QcSpec
+from diffgen.schemas.errors import format_validation_error
+from diffgen.schemas.policy import PolicySpec
+from diffgen.schemas.provenance import ProvenanceSpec
+from diffgen.schemas.qc import QcSpec
 
 SchedulerName = Literal["default", "ddim", "euler", "euler_ancestral", "dpmpp_2m", "dpmpp_2m_karras", "unipc", "pndm"]
 SCHEDULER_NAMES: tuple[str, ...] = SchedulerName.__args__  # type: ignore[attr-defined]

@@ -14,8 +14,8 @@ from typing import Any
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-from schemas.job import CONTROL_COLUMN
-from schemas.record import GENERATED_COLUMNS
+from diffgen.schemas.job import CONTROL_COLUMN
+from diffgen.schemas.record import GENERATED_COLUMNS
 
 MAX_ID_LENGTH = 512
 

@@ -77,7 +77,7 @@ class OutputRecord(BaseModel):
     loras: list[LoraUse] | None = Field(default=None, description="The LoRA adapters applied, in job order.")
     fingerprint: str | None = Field(
         default=None,
-        description="sha256 of everything that determines the image (diffgen.fingerprint); resume skips a record "
+        description="sha256 of everything that determines the image (diffgen.dataset.fingerprint); resume skips a record "
         "only when it matches.",
     )
     created_at: datetime

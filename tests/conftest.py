@@ -9,6 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+# The repository's root: models/, examples/ and the code the subprocess tests run.
+REPO = Path(__file__).resolve().parents[1]
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -17,7 +20,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 @pytest.fixture(scope="session")
 def tiny_sd(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny Stable Diffusion 1.x pipeline folder with random weights, loaded like a real checkpoint."""
-    from diffgen.tiny_models import build_tiny_sd
+    from lab.builders.tiny import build_tiny_sd
 
     return build_tiny_sd(tmp_path_factory.mktemp("models") / "tiny-sd")
 
@@ -25,15 +28,31 @@ def tiny_sd(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_controlnet(tiny_sd: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny ControlNet for `tiny_sd`, its output layers random (not zero) so that it visibly conditions."""
-    from diffgen.tiny_models import build_tiny_controlnet
+    from lab.builders.tiny import build_tiny_controlnet
 
     return build_tiny_controlnet(tiny_sd, tmp_path_factory.mktemp("models") / "tiny-sd-controlnet")
 
 
 @pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny CLIP folder with random weights (QC's CLIP score and FID backbone), loaded like a checkpoint."""
+    from lab.builders.tiny_clip import build_tiny_clip
+
+    return build_tiny_clip(tmp_path_factory.mktemp("models") / "tiny-clip")
+
+
+@pytest.fixture(scope="session")
+def tiny_lora(tiny_sd: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LoRA adapter for `tiny_sd` (adapter name 'style'), made with peft and saved as diffusers does."""
+    from lab.builders.tiny import build_tiny_lora
+
+    return build_tiny_lora(tiny_sd, tmp_path_factory.mktemp("loras") / "style.safetensors", seed=2)
+
+
+@pytest.fixture(scope="session")
 def tiny_family(tiny_sd: Path, tiny_controlnet: Path, tmp_path_factory: pytest.TempPathFactory):
     """`tiny_family(name)` -> (pipeline folder, ControlNet folder) for 'sd', 'sdxl', 'sd3' or 'flux', built once."""
-    from diffgen import tiny_models
+    from lab.builders import tiny as tiny_models
 
     builders = {
         "sdxl": tiny_models.build_tiny_sdxl,

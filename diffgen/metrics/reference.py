@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from diffgen import storage
+from diffgen.dataset import storage
 from diffgen.metrics.frechet import FeatureStats, FeatureStatsError
 from diffgen.metrics.image_checks import phash
 

@@ -17,13 +17,13 @@ from dataclasses import replace
 import pyarrow as pa
 import torch
 
-from diffgen.control import preprocess
-from diffgen.images import ImageInputError, InputImage, InputLimits, read_image
-from diffgen.loading import load_pipeline_set, placement
-from diffgen.sampling import Request, Result, generate, prompt_limits, prompt_truncation
-from diffgen.variants import PipelineSet
-from schemas.job import JobSpec
-from schemas.record import RecordStatus
+from diffgen.generation.control import preprocess
+from diffgen.generation.images import ImageInputError, InputImage, InputLimits, read_image
+from diffgen.generation.loading import load_pipeline_set, placement
+from diffgen.generation.sampling import Request, Result, generate, prompt_limits, prompt_truncation
+from diffgen.generation.variants import PipelineSet
+from diffgen.schemas.job import JobSpec
+from diffgen.schemas.record import RecordStatus
 
 log = logging.getLogger(__name__)
 

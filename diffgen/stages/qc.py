@@ -28,8 +28,8 @@ from diffgen.metrics.clip_score import ClipScorer
 from diffgen.metrics.frechet import FeatureStats
 from diffgen.metrics.image_checks import check_images, near_duplicates, reference_duplicates
 from diffgen.metrics.reference import load_stats, reference_hashes, reference_stats
-from schemas.qc import QcSpec
-from schemas.record import RecordStatus
+from diffgen.schemas.qc import QcSpec
+from diffgen.schemas.record import RecordStatus
 
 ALL_GROUP = "__all__"
 # The group of rows whose `fid_group_by` cell is null.

@@ -14,13 +14,14 @@ from datetime import UTC, datetime
 import numpy as np
 import pyarrow as pa
 
-from diffgen import storage, watermark
-from diffgen.c2pa_signing import C2paCredentials, C2paSigner, C2paSigningError, sign_png, verify_png
-from diffgen.model_folder import model_index
-from diffgen.png import encode_png
-from diffgen.provenance import ProvenanceRecord, file_sha256, git_commit, png_text_chunks, weights_hash
-from schemas.job import JobSpec
-from schemas.record import INDEX_COLUMNS, INDEX_SCHEMA, TRANSIENT_COLUMNS, LoraUse, RecordStatus
+from diffgen.dataset import storage
+from diffgen.generation.model_folder import model_index
+from diffgen.provenance import watermark
+from diffgen.provenance.c2pa import C2paCredentials, C2paSigner, C2paSigningError, sign_png, verify_png
+from diffgen.provenance.png import encode_png
+from diffgen.provenance.record import ProvenanceRecord, file_sha256, git_commit, png_text_chunks, weights_hash
+from diffgen.schemas.job import JobSpec
+from diffgen.schemas.record import INDEX_COLUMNS, INDEX_SCHEMA, TRANSIENT_COLUMNS, LoraUse, RecordStatus
 
 
 def image_key(record_id: str) -> str:

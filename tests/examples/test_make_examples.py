@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from diffgen import storage
-from diffgen.records import expand
-from schemas.job import load_job_spec
-from schemas.manifest import validate_manifest
+from diffgen.dataset import storage
+from diffgen.dataset.records import expand
+from diffgen.schemas.job import load_job_spec
+from diffgen.schemas.manifest import validate_manifest
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

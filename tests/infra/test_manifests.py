@@ -372,9 +372,9 @@ def test_referenced_objects_exist(label: str, obj: dict, is_template: bool) -> N
 
 
 def _run_parser() -> argparse.ArgumentParser:
-    from jobs.cli import add_run_arguments
+    from diffgen.jobs.cli import add_run_arguments
 
-    parser = argparse.ArgumentParser(prog="python -m jobs.generate", exit_on_error=False)
+    parser = argparse.ArgumentParser(prog="python -m diffgen.jobs.generate", exit_on_error=False)
     add_run_arguments(parser)
     return parser
 
@@ -420,10 +420,10 @@ def _read_mounted(pod: dict, path: str, where: str) -> str:
 
 @pytest.mark.parametrize("label,obj,is_template", _of_kind("RayJob"), ids=[x[0] for x in _of_kind("RayJob")])
 def test_rayjob_entrypoint_runs_a_job_spec_the_cluster_can_serve(label: str, obj: dict, is_template: bool) -> None:
-    from schemas.job import JobSpec
+    from diffgen.schemas.job import JobSpec
 
     argv = shlex.split(obj["spec"]["entrypoint"])
-    assert argv[:3] == ["python", "-m", "jobs.generate"], f"{label}: entrypoint {argv[:3]}"
+    assert argv[:3] == ["python", "-m", "diffgen.jobs.generate"], f"{label}: entrypoint {argv[:3]}"
     args = _parse(_run_parser(), argv[3:], label)
     assert args.manifest and args.output, f"{label}: the entrypoint should name --manifest and --output"
 
@@ -447,7 +447,7 @@ def test_rayjob_entrypoint_runs_a_job_spec_the_cluster_can_serve(label: str, obj
 
 @pytest.mark.parametrize("label,obj,is_template", _of_kind("ConfigMap"), ids=[x[0] for x in _of_kind("ConfigMap")])
 def test_job_specs_in_configmaps_validate(label: str, obj: dict, is_template: bool) -> None:
-    from schemas.job import JobSpec
+    from diffgen.schemas.job import JobSpec
 
     for key, text in (obj.get("data") or {}).items():
         doc = yaml.safe_load(text) if key.endswith((".yaml", ".yml")) else None
@@ -698,7 +698,7 @@ def test_airflow_dag_imports_without_airflow_and_validates_before_submitting(mon
 
 
 def test_airflow_dag_commands_parse_with_the_real_cli(monkeypatch: pytest.MonkeyPatch) -> None:
-    from jobs.cli import build_parser
+    from diffgen.jobs.cli import build_parser
 
     parser = build_parser()
     available = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
@@ -718,4 +718,4 @@ def test_airflow_dag_commands_parse_with_the_real_cli(monkeypatch: pytest.Monkey
         _parse(parser, argv, f"DAG task {task_id}")
         checked += 1
     if not checked:
-        pytest.skip(f"jobs.cli has none of the DAG's subcommands yet (has: {', '.join(available)})")
+        pytest.skip(f"diffgen.jobs.cli has none of the DAG's subcommands yet (has: {', '.join(available)})")

@@ -5,8 +5,8 @@ import logging
 
 import pytest
 
-from jobs import api
-from jobs.cli import main
+from diffgen.jobs import api
+from diffgen.jobs.cli import main
 from tests.conftest import write_job, write_manifest
 
 
@@ -69,10 +69,10 @@ def test_api_run_returns_the_counts_of_run_json(ray_cluster, job, tmp_path):
 def test_verify_command_reports_a_flipped_byte(tmp_path, capsys):
     import numpy as np
 
-    from diffgen import watermark
-    from diffgen.png import encode_png
-    from diffgen.provenance import png_text_chunks
-    from tests.diffgen.sample_record import sample_record
+    from diffgen.provenance import watermark
+    from diffgen.provenance.png import encode_png
+    from diffgen.provenance.record import png_text_chunks
+    from tests.diffgen.provenance.sample_record import sample_record
 
     record = sample_record()
     pixels = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)

@@ -3,8 +3,8 @@
 import logging
 import shutil
 
-from jobs.api import EXIT_INVALID, EXIT_OK
-from jobs.cli import main
+from diffgen.jobs.api import EXIT_INVALID, EXIT_OK
+from diffgen.jobs.cli import main
 from tests.conftest import write_job, write_manifest
 
 
@@ -31,7 +31,7 @@ def test_a_folder_that_fails_only_when_an_actor_loads_it_is_invalid_input_naming
 
     import pytest
 
-    from jobs.api import InvalidInputError, run
+    from diffgen.jobs.api import InvalidInputError, run
 
     model = shutil.copytree(tiny_sd, tmp_path / "model")
     config = json.loads((model / "unet" / "config.json").read_text())

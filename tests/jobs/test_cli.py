@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from diffgen import storage
-from jobs.api import EXIT_INVALID, EXIT_OK
+from diffgen.dataset import storage
+from diffgen.jobs.api import EXIT_INVALID, EXIT_OK
 from tests.conftest import write_job, write_manifest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 def _diffgen(*args: str, ray_address: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "RAY_ADDRESS": ray_address}
     return subprocess.run(
-        [sys.executable, "-m", "jobs.cli", *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=300
+        [sys.executable, "-m", "diffgen.jobs.cli", *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=300
     )
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.api import EXIT_INFRA, EXIT_INVALID, EXIT_OK
+from diffgen.jobs.api import EXIT_INFRA, EXIT_INVALID, EXIT_OK
 from tests.conftest import write_job, write_manifest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _diffgen(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "jobs.cli", *args],
+        [sys.executable, "-m", "diffgen.jobs.cli", *args],
         capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=REPO, timeout=300,
     )  # fmt: skip
 
@@ -126,7 +126,7 @@ def test_a_storage_failure_during_the_run_is_one_line_and_exit_1(ray_cluster, tm
     original error in one line, not Ray's nested remote tracebacks."""
     import logging
 
-    from jobs.cli import main
+    from diffgen.jobs.cli import main
 
     manifest = write_manifest(tmp_path / "m.parquet", [{"id": "a", "prompt": "a cat"}])
     job = write_job(tmp_path / "job.yaml", tiny_sd, manifest=str(manifest))
@@ -143,7 +143,7 @@ def test_a_storage_failure_during_the_run_is_one_line_and_exit_1(ray_cluster, tm
 def test_a_truncated_index_shard_is_named_and_quarantine_recovers(ray_cluster, tmp_path, tiny_sd, caplog):
     import logging
 
-    from jobs.cli import main
+    from diffgen.jobs.cli import main
 
     rows = [{"id": f"r{i}", "prompt": "a cat", "seed": i} for i in range(3)]
     job = write_job(tmp_path / "job.yaml", tiny_sd, manifest=str(write_manifest(tmp_path / "m.parquet", rows)),
@@ -157,7 +157,7 @@ def test_a_truncated_index_shard_is_named_and_quarantine_recovers(ray_cluster, t
     assert f"{shard} (" in caplog.text and "--quarantine-corrupt-index" in caplog.text
     assert main(["run", str(job), "--quarantine-corrupt-index"]) == EXIT_OK
     assert (tmp_path / "out" / "quarantine" / "index" / shard.name).exists()
-    from diffgen.index import read_index
+    from diffgen.dataset.index import read_index
 
     index = read_index(str(tmp_path / "out"))
     assert sorted(index.column("id").to_pylist()) == ["r0", "r1", "r2"]

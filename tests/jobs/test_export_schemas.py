@@ -2,12 +2,12 @@ import json
 
 import jsonschema
 
-from jobs.export_schemas import FOLDER, SCHEMAS, render
+from diffgen.jobs.export_schemas import FOLDER, SCHEMAS, render
 
 
 def test_published_schemas_are_current():
     for name, model in SCHEMAS.items():
-        assert (FOLDER / name).read_text() == render(model), f"run `python -m jobs.export_schemas` ({name} is stale)"
+        assert (FOLDER / name).read_text() == render(model), f"run `python -m diffgen.jobs.export_schemas` ({name} is stale)"
 
 
 def test_a_real_run_json_validates_against_the_published_schema():

@@ -3,8 +3,8 @@ leaves no lease behind."""
 
 import pytest
 
-from diffgen.lease import acquire_lease
-from jobs.api import EXIT_INFRA, InfrastructureError, plan, run
+from diffgen.dataset.lease import acquire_lease
+from diffgen.jobs.api import EXIT_INFRA, InfrastructureError, plan, run
 from tests.conftest import write_job, write_manifest
 
 

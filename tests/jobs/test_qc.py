@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from diffgen import storage
-from jobs.qc import qc_spec, rescore
-from schemas.job import JobSpecError
+from diffgen.dataset import storage
+from diffgen.jobs.qc import qc_spec, rescore
+from diffgen.schemas.job import JobSpecError
 from tests.conftest import write_job
 
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from diffgen import storage
-from jobs import api, submit
-from jobs.cli import main
-from schemas.job import load_job_spec
+from diffgen.dataset import storage
+from diffgen.jobs import api, submit
+from diffgen.jobs.cli import main
+from diffgen.schemas.job import load_job_spec
 from tests.conftest import write_job, write_manifest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -99,7 +99,7 @@ def ray_head():
 def _submit(*args: str) -> subprocess.CompletedProcess:
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
     return subprocess.run(
-        [sys.executable, "-m", "jobs.cli", "submit", *args], check=False, capture_output=True, text=True, env=env, cwd=REPO,
+        [sys.executable, "-m", "diffgen.jobs.cli", "submit", *args], check=False, capture_output=True, text=True, env=env, cwd=REPO,
         timeout=300,
     )  # fmt: skip
 
@@ -168,19 +168,22 @@ def test_the_staged_job_is_the_validated_one(tmp_path, tiny_sd):
     expected = load_job_spec(job, overrides=["sampler.steps=9"])
     with submit.staged(submit.prepare(job, overrides=["sampler.steps=9"])) as prepared:
         staged = prepared.staging
-        assert sorted(p.name for p in staged.iterdir()) == ["m.parquet", "nightly.yaml"]
+        assert sorted(p.name for p in (staged / "job").iterdir()) == ["m.parquet", "nightly.yaml"]
         assert prepared.entrypoint == (
-            f"python -m jobs.generate nightly.yaml --manifest m.parquet --output {tmp_path / 'out'}"
+            f"python -m diffgen.jobs.generate nightly.yaml --manifest m.parquet --output {tmp_path / 'out'}"
         )
-        assert yaml.safe_load((staged / "nightly.yaml").read_text())["run_id"] == "nightly"
+        assert yaml.safe_load((staged / "job" / "nightly.yaml").read_text())["run_id"] == "nightly"
         cwd = os.getcwd()
-        os.chdir(staged)  # as the cluster resolves it: the working_dir is the staging folder
+        os.chdir(staged / "job")  # as the cluster resolves it: the working_dir is the staging folder
         try:
             again = load_job_spec("nightly.yaml", manifest="m.parquet", output=str(tmp_path / "out"))
         finally:
             os.chdir(cwd)
         assert again.model_copy(update={"manifest": str(manifest)}) == expected
-        assert {Path(m).name for m in prepared.runtime_env["py_modules"]} == set(submit.CODE_PACKAGES)
+        (code,) = prepared.runtime_env["py_modules"]
+        assert Path(code).name == "diffgen" and (Path(code) / "generation" / "loading.py").is_file()
+        assert {p.name for p in Path(code).iterdir()} >= {"schemas", "pipelines", "jobs", "dataset", "__init__.py"}
+        assert not (Path(code) / "lab").exists() and not any(Path(code).rglob("__pycache__"))
     assert not staged.exists()
 
 
@@ -191,7 +194,7 @@ def test_image_mode_passes_the_command_line_through(tmp_path, tiny_sd):
     )
     assert prepared.runtime_env == {"image_uri": "reg/diffgen:0.1.0"} and prepared.staging is None
     assert prepared.entrypoint == (
-        f"python -m jobs.generate {job} --manifest s3://b/m.parquet --output s3://b/out --set seed=3"
+        f"python -m diffgen.jobs.generate {job} --manifest s3://b/m.parquet --output s3://b/out --set seed=3"
     )
     assert prepared.metadata["diffgen_output"] == "s3://b/out"
     with pytest.raises(api.InvalidInputError, match="seed"):

@@ -10,9 +10,9 @@ from pathlib import Path
 import ray
 from ray.cluster_utils import Cluster
 
-from diffgen.index import read_index
-from pipelines.generate import run
-from schemas.job import load_job_spec
+from diffgen.dataset.index import read_index
+from diffgen.pipelines.generate import run
+from diffgen.schemas.job import load_job_spec
 
 
 def main(job: str, out: str) -> None:

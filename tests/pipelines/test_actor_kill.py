@@ -15,10 +15,10 @@ import time
 import psutil
 import ray
 
-from diffgen import storage
-from diffgen.index import read_index
-from pipelines.generate import RUN_FILE, run
-from schemas.job import load_job_spec
+from diffgen.dataset import storage
+from diffgen.dataset.index import read_index
+from diffgen.pipelines.generate import RUN_FILE, run
+from diffgen.schemas.job import load_job_spec
 from tests.conftest import write_job, write_manifest
 
 # Ray Data runs a map_batches class in an actor named after it; while a batch runs, the

@@ -7,10 +7,10 @@ import sys
 import time
 from pathlib import Path
 
-from diffgen import storage
-from diffgen.index import read_index
-from pipelines.generate import run
-from schemas.job import load_job_spec
+from diffgen.dataset import storage
+from diffgen.dataset.index import read_index
+from diffgen.pipelines.generate import run
+from diffgen.schemas.job import load_job_spec
 from tests.conftest import write_job, write_manifest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,7 +23,7 @@ def test_driver_killed_mid_run_then_rerun_gives_exactly_one_row_per_record(ray_c
     job = write_job(tmp_path / "job.yaml", tiny_sd, manifest=str(manifest), output=str(out),
                     sampler={"steps": 6})  # fmt: skip
     env = {**os.environ, "RAY_ADDRESS": ray_cluster}
-    driver = subprocess.Popen([sys.executable, "-m", "jobs.cli", "run", str(job)], cwd=REPO, env=env,
+    driver = subprocess.Popen([sys.executable, "-m", "diffgen.jobs.cli", "run", str(job)], cwd=REPO, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and not list((out / "index").glob("*.parquet")):

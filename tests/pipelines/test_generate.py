@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from diffgen import storage
-from diffgen.png import decode_png
-from diffgen.records import record_id
-from pipelines.generate import run
-from schemas.job import load_job_spec
+from diffgen.dataset import storage
+from diffgen.dataset.records import record_id
+from diffgen.pipelines.generate import run
+from diffgen.provenance.png import decode_png
+from diffgen.schemas.job import load_job_spec
 from tests.conftest import write_job, write_manifest
 
 ROWS = [

@@ -10,11 +10,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from diffgen.pipelines.plan import plan
+from diffgen.schemas.job import JobSpec
+from diffgen.schemas.manifest import ManifestError
+from diffgen.schemas.record import RecordStatus
 from diffgen.stages.write import WriteStage
-from pipelines.plan import plan
-from schemas.job import JobSpec
-from schemas.manifest import ManifestError
-from schemas.record import RecordStatus
 
 HOSTILE_IDS = st.one_of(
     st.text(min_size=0, max_size=40),

@@ -9,10 +9,10 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from diffgen import storage
-from pipelines.generate import run
-from pipelines.plan import plan
-from schemas.job import load_job_spec
+from diffgen.dataset import storage
+from diffgen.pipelines.generate import run
+from diffgen.pipelines.plan import plan
+from diffgen.schemas.job import load_job_spec
 from tests.conftest import write_job
 
 

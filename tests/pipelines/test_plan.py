@@ -7,12 +7,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from diffgen import storage
-from diffgen.png import encode_png
-from pipelines.plan import OutputError, plan, write_index_validation, write_validation
-from schemas.job import JobSpecError, load_job_spec
-from schemas.manifest import ManifestError
-from schemas.record import INDEX_SCHEMA
+from diffgen.dataset import storage
+from diffgen.pipelines.plan import OutputError, plan, write_index_validation, write_validation
+from diffgen.provenance.png import encode_png
+from diffgen.schemas.job import JobSpecError, load_job_spec
+from diffgen.schemas.manifest import ManifestError
+from diffgen.schemas.record import INDEX_SCHEMA
 from tests.conftest import write_job, write_manifest
 
 ROWS = [

@@ -7,10 +7,10 @@ import sys
 import pytest
 import ray
 
-from pipelines.qc import QcActor, StatsSink
-from pipelines.write import WriteActor
-from schemas.job import JobSpec
-from schemas.qc import QcSpec
+from diffgen.pipelines.qc import QcActor, StatsSink
+from diffgen.pipelines.write import WriteActor
+from diffgen.schemas.job import JobSpec
+from diffgen.schemas.qc import QcSpec
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "nice"), reason="the platform has no process niceness")
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "nice"), reason="the platform ha
 def _niceness_after(start: int, niceness: int | None) -> str:
     """In a fresh process started at niceness `start`: `lower_cpu_priority(niceness)`'s answer and os.nice(0)."""
     code = (
-        "import os; from pipelines.priority import lower_cpu_priority; "
+        "import os; from diffgen.pipelines.priority import lower_cpu_priority; "
         f"print(lower_cpu_priority({niceness!r}), os.nice(0))"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}

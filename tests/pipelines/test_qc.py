@@ -5,24 +5,18 @@ import json
 import numpy as np
 import pytest
 
-from diffgen import storage
-from diffgen.index import read_index
+from diffgen.dataset import storage
+from diffgen.dataset.index import read_index
 from diffgen.metrics.backbones import PixelBackbone
 from diffgen.metrics.frechet import FeatureStats
 from diffgen.metrics.frechet import fid as fid_value
 from diffgen.metrics.reference import reference_stats
-from diffgen.metrics.tiny_clip import build_tiny_clip
-from diffgen.png import decode_png, encode_png
-from pipelines.generate import run
-from pipelines.qc import qc_output
-from schemas.job import load_job_spec
-from schemas.qc import QcSpec
+from diffgen.pipelines.generate import run
+from diffgen.pipelines.qc import qc_output
+from diffgen.provenance.png import decode_png, encode_png
+from diffgen.schemas.job import load_job_spec
+from diffgen.schemas.qc import QcSpec
 from tests.conftest import write_job, write_manifest
-
-
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory):
-    return build_tiny_clip(tmp_path_factory.mktemp("clip") / "tiny-clip")
 
 
 def test_clip_threshold_rejects_and_counts_agree_with_the_index(ray_cluster, tmp_path, tiny_sd, tiny_clip):

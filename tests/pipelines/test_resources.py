@@ -4,9 +4,9 @@ import time
 
 import pytest
 
-from pipelines.plan import plan
-from pipelines.resources import ClusterTooSmallError, Demand, demands, shortfall, wait_for_resources
-from schemas.job import JobSpec, JobSpecError, load_job_spec
+from diffgen.pipelines.plan import plan
+from diffgen.pipelines.resources import ClusterTooSmallError, Demand, demands, shortfall, wait_for_resources
+from diffgen.schemas.job import JobSpec, JobSpecError, load_job_spec
 from tests.conftest import write_job, write_manifest
 
 

@@ -6,13 +6,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffgen import storage
-from diffgen.png import decode_png
-from diffgen.resume import ChangedRecordsError
-from diffgen.tiny_models import build_tiny_lora
-from pipelines.generate import run
-from pipelines.plan import plan
-from schemas.job import load_job_spec
+from diffgen.dataset import storage
+from diffgen.dataset.resume import ChangedRecordsError
+from diffgen.pipelines.generate import run
+from diffgen.pipelines.plan import plan
+from diffgen.provenance.png import decode_png
+from diffgen.schemas.job import load_job_spec
 from tests.conftest import write_job, write_manifest
 
 ROWS = [
@@ -58,8 +57,8 @@ def test_a_changed_job_setting_is_refused(made, tmp_path, tiny_sd, sections, fie
     assert "3 of 3 committed record(s)" in str(err.value) and field in str(err.value)
 
 
-def test_a_new_lora_is_refused_and_unchanged_inputs_are_not(made, tmp_path, tiny_sd):
-    lora = build_tiny_lora(tiny_sd, tmp_path / "style.safetensors", seed=2)
+def test_a_new_lora_is_refused_and_unchanged_inputs_are_not(made, tmp_path, tiny_sd, tiny_lora):
+    lora = tiny_lora
     with pytest.raises(ChangedRecordsError) as err:
         plan(_spec(tmp_path, tiny_sd, ROWS, made, loras=[{"path": str(lora), "weight": 0.5}]))
     assert "loras was [], now [('style', 0.5, '" in str(err.value)

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import fsspec
 
-from diffgen import storage
+from diffgen.dataset import storage
 from tests.conftest import write_job, write_manifest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -132,7 +132,7 @@ def test_a_window_of_s3_errors_during_writes_loses_no_image(tmp_path, tiny_sd, s
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "jobs.cli", "run", str(job)], check=False, cwd=REPO, capture_output=True, text=True,
+            [sys.executable, "-m", "diffgen.jobs.cli", "run", str(job)], check=False, cwd=REPO, capture_output=True, text=True,
             env={**env, "AWS_ENDPOINT_URL": proxy.endpoint}, timeout=300,
         )  # fmt: skip
     finally:

@@ -5,16 +5,16 @@ import json
 
 import fsspec
 
-from diffgen import storage
-from diffgen.png import decode_png
-from diffgen.verify import verify_image
-from jobs.api import EXIT_FAILED
-from jobs.cli import main
-from pipelines.generate import run
-from schemas.job import load_job_spec
+from diffgen.dataset import storage
+from diffgen.jobs.api import EXIT_FAILED
+from diffgen.jobs.cli import main
+from diffgen.pipelines.generate import run
+from diffgen.provenance.png import decode_png
+from diffgen.provenance.verify import verify_image
+from diffgen.schemas.job import load_job_spec
 from tests.conftest import FAKE_SECRET, write_job, write_manifest
-from tests.diffgen.c2pa_certs import make_pki
-from tests.diffgen.png_chunks import flip_pixel_byte
+from tests.diffgen.provenance.c2pa_certs import make_pki
+from tests.diffgen.provenance.png_chunks import flip_pixel_byte
 
 ROWS = [{"id": f"r{i}", "prompt": f"a shape {i}", "num_images": 2, "label": i % 2} for i in range(3)]
 ALL_PASS = {

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffgen import storage
-from diffgen.png import decode_png
-from pipelines.generate import run
-from schemas.job import load_job_spec
+from diffgen.dataset import storage
+from diffgen.pipelines.generate import run
+from diffgen.provenance.png import decode_png
+from diffgen.schemas.job import load_job_spec
 from tests.conftest import write_job, write_manifest
 
 ROWS = 20

@@ -5,10 +5,10 @@ import io
 import json
 import tarfile
 
-from diffgen import storage
-from diffgen.webdataset import SHARDS_FILE, WEBDATASET_DIR, sample_json, shard_name
-from pipelines.generate import run
-from schemas.job import load_job_spec
+from diffgen.dataset import storage
+from diffgen.dataset.webdataset import SHARDS_FILE, WEBDATASET_DIR, sample_json, shard_name
+from diffgen.pipelines.generate import run
+from diffgen.schemas.job import load_job_spec
 from tests.conftest import write_job, write_manifest
 
 ROWS = [

@@ -2,9 +2,9 @@
 
 import pyarrow as pa
 
-from schemas.expectations import EXPECTED_RECORD, SHA256_REGEX, index_suite, manifest_suite
-from schemas.manifest import KNOWN_COLUMNS, REQUIRED_COLUMNS
-from schemas.record import RecordStatus
+from diffgen.schemas.expectations import EXPECTED_RECORD, SHA256_REGEX, index_suite, manifest_suite
+from diffgen.schemas.manifest import KNOWN_COLUMNS, REQUIRED_COLUMNS
+from diffgen.schemas.record import RecordStatus
 
 _TYPES = {"seed": pa.int64(), "num_images": pa.int64(), "steps": pa.int32(), "width": pa.int32(),
           "height": pa.int32(), "guidance_scale": pa.float64(), "guidance_rescale": pa.float64(),

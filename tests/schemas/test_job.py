@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from schemas.job import PREPROCESSOR_NAMES, SCHEDULER_NAMES, JobSpec, JobSpecError, load_job_spec
+from diffgen.schemas.job import PREPROCESSOR_NAMES, SCHEDULER_NAMES, JobSpec, JobSpecError, load_job_spec
 
 
 def _write(tmp_path: Path, text: str) -> Path:

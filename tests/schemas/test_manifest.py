@@ -1,7 +1,7 @@
 import pyarrow as pa
 import pytest
 
-from schemas.manifest import ManifestError, passthrough_columns, validate_manifest
+from diffgen.schemas.manifest import ManifestError, passthrough_columns, validate_manifest
 
 
 def _table(rows, schema=None):

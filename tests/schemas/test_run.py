@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from schemas.run import RunCounts
+from diffgen.schemas.run import RunCounts
 
 
 def test_counts_must_reconcile():

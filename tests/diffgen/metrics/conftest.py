@@ -1,19 +1,9 @@
-"""Fixtures for the metrics tests: one tiny real CLIP folder per session, and seeded images."""
+"""Fixtures for the metrics tests: a CLIP model on the session's tiny CLIP folder, and seeded images."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-
-@pytest.fixture(scope="session")
-def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny CLIP folder with random weights, loaded like a downloaded checkpoint."""
-    from diffgen.metrics.tiny_clip import build_tiny_clip
-
-    return build_tiny_clip(tmp_path_factory.mktemp("models") / "tiny-clip")
 
 
 @pytest.fixture(scope="session")

@@ -75,7 +75,7 @@ def test_bad_input_is_refused(scorer, make_images):
 
 
 def test_the_name_records_the_weights(scorer, tiny_clip, tmp_path):
-    from diffgen.metrics.tiny_clip import build_tiny_clip
+    from lab.builders.tiny_clip import build_tiny_clip
 
     assert scorer.name.startswith(f"clip:{tiny_clip.name}@") and len(scorer.name.split("@")[1]) == 12
     other = ClipScorer.load(build_tiny_clip(tmp_path / "tiny-clip", seed=1))

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from diffgen import storage
+from diffgen.dataset import storage
 from diffgen.metrics.backbones import PixelBackbone
 from diffgen.metrics.frechet import FeatureStats
 from diffgen.metrics.image_checks import phash

@@ -10,11 +10,11 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from diffgen.records import expand
+from diffgen.dataset.records import expand
+from diffgen.schemas.job import JobSpec
+from diffgen.schemas.record import INDEX_SCHEMA
 from diffgen.stages.generate import GenerateStage, default_cpu_threads
 from diffgen.stages.write import WriteStage
-from schemas.job import JobSpec
-from schemas.record import INDEX_SCHEMA
 
 TOL = 2
 

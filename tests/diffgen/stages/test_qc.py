@@ -7,23 +7,17 @@ import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
-from diffgen import storage
+from diffgen.dataset import storage
 from diffgen.metrics.backbones import BACKBONES
 from diffgen.metrics.clip_score import ClipScorer
 from diffgen.metrics.frechet import FeatureStats
 from diffgen.metrics.reference import ReferenceSetError
-from diffgen.metrics.tiny_clip import build_tiny_clip
-from diffgen.png import encode_png
+from diffgen.provenance.png import encode_png
+from diffgen.schemas.qc import FidBackboneName, QcSpec
 from diffgen.stages.chain import check_chain
 from diffgen.stages.qc import ALL_GROUP, QcStage, merge_stats_tables
-from schemas.qc import FidBackboneName, QcSpec
 
 SIZE = 32
-
-
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory: pytest.TempPathFactory):
-    return build_tiny_clip(tmp_path_factory.mktemp("models") / "tiny-clip")
 
 
 @pytest.fixture(scope="module")

@@ -1,17 +1,17 @@
 """The write stage's provenance: watermark, PNG text + XMP, C2PA, read back from the written bytes."""
 
 import pyarrow as pa
-import pytest
 
-from diffgen import storage, watermark
-from diffgen.c2pa_signing import load_credentials
-from diffgen.provenance import read_png_provenance
-from diffgen.records import expand
+from diffgen.dataset import storage
+from diffgen.dataset.records import expand
+from diffgen.provenance import watermark
+from diffgen.provenance.c2pa import load_credentials
+from diffgen.provenance.record import read_png_provenance
+from diffgen.provenance.verify import verify_image
+from diffgen.schemas.job import JobSpec
 from diffgen.stages.generate import GenerateStage
 from diffgen.stages.write import WriteStage
-from diffgen.verify import verify_image
-from schemas.job import JobSpec
-from tests.diffgen.c2pa_certs import make_pki
+from tests.diffgen.provenance.c2pa_certs import make_pki
 
 
 def _spec(tiny_sd, size, **provenance):

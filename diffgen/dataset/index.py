@@ -1,0 +1,132 @@
+"""The output index: a folder of Parquet shards, one per written batch, exactly one row per record.
+
+Shards are written once per batch and never appended to. A record can appear in
+two shards only when it was retried (a failed image regenerated on a re-run, or a
+crash between writing a new shard and removing an old one); `compact` keeps the
+best row of each record and removes the superseded shards, so the index holds
+exactly one row per record at the end of every run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pyarrow as pa
+
+from diffgen.dataset import storage
+from diffgen.schemas.record import RecordStatus
+
+INDEX_DIR = "index"
+REJECTS_DIR = "rejects"
+# A record's row wins over another of the same record by status first, then recency.
+_RANK = {RecordStatus.WRITTEN.value: 2, RecordStatus.REJECTED.value: 1, RecordStatus.FAILED.value: 0}
+
+
+QUARANTINE_DIR = "quarantine"
+
+
+class CorruptIndexError(RuntimeError):
+    """An index shard that cannot be read; the message names it and the way to recover."""
+
+
+def _read_shards(output: str, skip_corrupt: bool = False) -> dict[str, pa.Table]:
+    """Every index shard by URI; `CorruptIndexError` naming the unreadable ones unless `skip_corrupt`."""
+    tables, bad = {}, []
+    for uri in storage.list_files(storage.join(output, INDEX_DIR), ".parquet"):
+        try:
+            tables[uri] = storage.read_parquet(uri)
+        except (pa.ArrowInvalid, OSError, EOFError) as e:
+            if isinstance(e, FileNotFoundError):  # removed by a concurrent compaction
+                continue
+            bad.append(f"{uri} ({type(e).__name__}: {e})"[:300])
+    if bad and not skip_corrupt:
+        raise CorruptIndexError(
+            f"{len(bad)} index shard(s) of {output} cannot be read: {'; '.join(bad[:3])}. Their records cannot be "
+            f"told apart from new ones. Re-run with --quarantine-corrupt-index (policy.corrupt_index: quarantine) "
+            f"to move them to {storage.join(output, QUARANTINE_DIR, INDEX_DIR)}/ and make their records again"
+        )
+    return tables
+
+
+def index_files(output: str) -> list[str]:
+    """The index's shard URIs: what changed between two listings says whether another run wrote."""
+    return storage.list_files(storage.join(output, INDEX_DIR), ".parquet")
+
+
+def read_index(output: str, skip_corrupt: bool = False) -> pa.Table | None:
+    """The whole index; unreadable shards raise `CorruptIndexError`, or are left out with `skip_corrupt`."""
+    tables = list(_read_shards(output, skip_corrupt).values())
+    return pa.concat_tables(tables, promote_options="default") if tables else None
+
+
+def quarantine_corrupt_shards(output: str) -> list[str]:
+    """Move every unreadable index shard to OUTPUT/quarantine/index/; returns the shards moved."""
+    moved = []
+    for uri in storage.list_files(storage.join(output, INDEX_DIR), ".parquet"):
+        try:
+            storage.read_parquet(uri)
+        except FileNotFoundError:
+            continue
+        except (pa.ArrowInvalid, OSError, EOFError):
+            storage.write_bytes(storage.join(output, QUARANTINE_DIR, INDEX_DIR, uri.rsplit("/", 1)[1]),
+                                storage.read_bytes(uri))  # fmt: skip
+            storage.delete(uri)
+            moved.append(uri)
+    return moved
+
+
+def compact(output: str, current: dict[str, str] | None = None) -> int:
+    """Leave one row per record in the index; returns the number of superseded rows removed.
+
+    With `current` (record id -> the fingerprint the run asked for), a row made from those inputs
+    beats one made from others whatever its status; then status, then recency. An image that only a
+    superseded row pointed at is deleted, so no image of old inputs is left beside the index.
+    """
+    tables = _read_shards(output)
+    best: dict[str, tuple[tuple[bool, int, object], str, int]] = {}
+    for uri, table in tables.items():
+        for row, r in enumerate(_column_rows(table, ("record_id", "status", "created_at", "fingerprint"))):
+            rid = r["record_id"]
+            fresh = current is None or rid not in current or r["fingerprint"] == current[rid]
+            rank = (fresh, _RANK.get(r["status"], -1), r["created_at"])
+            if rid not in best or rank > best[rid][0]:
+                best[rid] = (rank, uri, row)
+    winners = {(uri, row) for _, uri, row in best.values()}
+    dirty = [uri for uri, t in tables.items() if any((uri, r) not in winners for r in range(t.num_rows))]
+    if not dirty:
+        return 0
+    kept = [
+        tables[uri].take(pa.array(sorted(r for u, r in winners if u == uri), pa.int64())) for uri in dirty
+    ]
+    merged = pa.concat_tables(kept, promote_options="default")
+    digest = hashlib.sha256("\n".join(sorted(merged.column("record_id").to_pylist())).encode()).hexdigest()[:20]
+    target = storage.join(output, INDEX_DIR, f"part-{digest}.parquet")
+    if merged.num_rows:
+        storage.write_parquet(merged, target)
+    # The merged shard is complete before any old one goes: a crash here leaves duplicates that
+    # the next compaction removes, never a missing row.
+    for uri in dirty:
+        if uri != target:
+            storage.delete(uri)
+    for stale in _orphaned_images(tables, best, winners):
+        storage.delete(stale)
+    return sum(t.num_rows for u, t in tables.items() if u in dirty) - merged.num_rows
+
+
+def _column_rows(table: pa.Table, names: tuple[str, ...]) -> list[dict]:
+    """`table`'s rows as dicts of `names`, a column the table lacks (an older index) read as null."""
+    return pa.table({n: table.column(n) if n in table.column_names else pa.nulls(table.num_rows)
+                     for n in names}).to_pylist()  # fmt: skip
+
+
+def _orphaned_images(tables: dict[str, pa.Table], best: dict, winners: set) -> set[str]:
+    """Images written by superseded rows that the winning row of their record does not point at."""
+    kept = {}
+    for rid, (_, uri, row) in best.items():
+        kept[rid] = _column_rows(tables[uri].slice(row, 1), ("image_uri",))[0]["image_uri"]
+    stale = set()
+    for uri, table in tables.items():
+        for row, r in enumerate(_column_rows(table, ("record_id", "image_uri"))):
+            if (uri, row) not in winners and r["image_uri"] and r["image_uri"] != kept[r["record_id"]]:
+                stale.add(r["image_uri"])
+    return stale

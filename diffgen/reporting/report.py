@@ -1,0 +1,180 @@
+"""The QC report of an output: counts by status and reason, score distributions, FID per group,
+and the best- and worst-scoring images, as `OUTPUT/qc/report.json` and a self-contained
+`OUTPUT/qc/report.html` (diffgen.reporting.html).
+
+Pure bookkeeping over the index and the merged statistics: nothing here loads a model. The
+Fréchet distances are computed once, here, from statistics the scoring actors merged.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import pyarrow as pa
+
+from diffgen.dataset import storage
+from diffgen.metrics.frechet import FeatureStats, FeatureStatsError, FrechetReference
+from diffgen.reporting.html import render_html
+from diffgen.reporting.versions import package_versions
+from diffgen.schemas.qc import QcSpec
+from diffgen.schemas.record import RecordStatus
+from diffgen.schemas.report import Example, FidGroup, FidReport, Histogram, QcReport, ScoreSummary
+from diffgen.stages.qc import ALL_GROUP
+
+log = logging.getLogger(__name__)
+
+QC_DIR = "qc"
+REPORT_JSON = "report.json"
+REPORT_HTML = "report.html"
+HISTOGRAM_BINS = 20
+
+# A qc_reasons entry -> its kind: "clip_score 12.3 < 20.0" -> clip_score, "duplicate of ab12" -> duplicate.
+_REASON_KINDS = (
+    (re.compile(r"^clip_score\b"), "clip_score"),
+    (re.compile(r"^reference duplicate\b"), "reference_duplicate"),
+    (re.compile(r"^duplicate\b"), "duplicate"),
+    (re.compile(r"^black$"), "black"),
+    (re.compile(r"^flat$"), "flat"),
+)
+
+
+@dataclass(frozen=True)
+class QcEvidence:
+    """What the scoring actors sent back: merged per-group statistics and the reference's."""
+
+    stats: dict[str, FeatureStats]
+    covered: int
+    reference: FeatureStats | None
+
+
+def reason_kind(reason: str) -> str:
+    for pattern, kind in _REASON_KINDS:
+        if pattern.match(reason):
+            return kind
+    return "other"
+
+
+def summarize_scores(values: list[float], edges: tuple[float, float] | None = None) -> ScoreSummary:
+    """Count, mean, quantiles and a histogram; `edges` fixes the histogram's range (else min..max)."""
+    x = np.array([v for v in values if v is not None and np.isfinite(v)], np.float64)
+    if not x.size:
+        return ScoreSummary(n=0)
+    lo, hi = edges if edges is not None else (float(x.min()), float(x.max()))
+    if hi <= lo:
+        hi = lo + 1.0
+    counts, bins = np.histogram(x, bins=HISTOGRAM_BINS, range=(lo, hi))
+    p05, p50, p95 = np.quantile(x, [0.05, 0.5, 0.95])
+    return ScoreSummary(
+        n=int(x.size), mean=float(x.mean()), min=float(x.min()), p05=float(p05), p50=float(p50), p95=float(p95),
+        max=float(x.max()), histogram=Histogram(edges=[float(b) for b in bins], counts=[int(c) for c in counts]),
+    )  # fmt: skip
+
+
+def fid_report(spec: QcSpec, evidence: QcEvidence, written: int) -> tuple[FidReport | None, str | None]:
+    """FID of every group against the reference, or why there is none."""
+    if evidence.reference is None and evidence.covered:
+        return None, "no reference: set qc.reference (an image set) or qc.reference_stats to measure FID"
+    if evidence.covered == 0:
+        return None, "no image was scored in this run (all were committed earlier): run `diffgen qc OUTPUT`"
+    if ALL_GROUP not in evidence.stats:
+        return None, "no image passed the per-image checks, so there are no statistics to compare"
+    ref = evidence.reference
+    try:
+        prepared = FrechetReference(ref)
+    except FeatureStatsError as e:
+        return None, f"reference statistics unusable: {e}"
+    groups = []
+    # Every group is measured against the whole reference: the overall number first, then by value.
+    for name in [ALL_GROUP, *sorted(g for g in evidence.stats if g != ALL_GROUP)]:
+        stats = evidence.stats[name]
+        try:
+            result = prepared.fid(stats)
+        except FeatureStatsError as e:
+            groups.append(FidGroup(group=name, fid=None, count=stats.count, reference_count=ref.count, note=str(e)))
+            continue
+        groups.append(FidGroup(group=name, fid=result.value, count=result.count, reference_count=ref.count,
+                               rank_deficient=result.rank_deficient))  # fmt: skip
+    overall = evidence.stats[ALL_GROUP]
+    reference_uri = spec.reference if spec.reference is not None else spec.reference_stats
+    report = FidReport(
+        backbone=overall.backbone, resize=overall.resize, dim=overall.dim, reference=reference_uri or "",
+        reference_count=ref.count, group_by=spec.fid_group_by, covered_images=overall.count, written_images=written,
+        groups=groups,
+    )  # fmt: skip
+    return report, None
+
+
+def _examples(rows: list[dict], key: str, n: int, group_by: str | None) -> tuple[list[Example], list[Example]]:
+    ranked = sorted((r for r in rows if r.get(key) is not None and r.get("image_uri")), key=lambda r: r[key])
+    if not ranked or n == 0:
+        return [], []
+
+    def example(r: dict) -> Example:
+        group = None if group_by is None or r.get(group_by) is None else str(r[group_by])
+        return Example(record_id=r["record_id"], prompt=r.get("prompt"), score=r[key], image_uri=r["image_uri"],
+                       group=group)  # fmt: skip
+
+    return [example(r) for r in ranked[::-1][:n]], [example(r) for r in ranked[:n]]
+
+
+def build_report(
+    output: str,
+    spec: QcSpec,
+    index: pa.Table,
+    evidence: QcEvidence,
+    *,
+    created_at: datetime,
+    rescored: pa.Table | None = None,
+) -> QcReport:
+    """The report of an output's index; with `rescored` (written rows scored again), a rescore report."""
+    rows = index.to_pylist()
+    scored = rows if rescored is None else rescored.to_pylist()
+    counts = Counter(r["status"] for r in rows)
+    reasons: Counter[str] = Counter()
+    for r in scored:
+        for reason in r.get("qc_reasons") or []:
+            reasons[reason_kind(reason)] += 1
+    would_reject = None
+    if rescored is not None:
+        would_reject = sum(r["status"] == RecordStatus.REJECTED.value for r in scored)
+    written = counts.get(RecordStatus.WRITTEN.value, 0)
+    fid_part, fid_note = fid_report(spec, evidence, written)
+    key = "clip_score" if any(r.get("clip_score") is not None for r in scored) else "pixel_std"
+    kept = [r for r in scored if r["status"] in (RecordStatus.WRITTEN.value, None)]
+    best, worst = _examples(kept, key, spec.report_examples, spec.fid_group_by)
+    run_ids = {r.get("run_id") for r in rows if r.get("run_id")}
+    return QcReport(
+        output=output,
+        run_id=run_ids.pop() if len(run_ids) == 1 else None,
+        mode="run" if rescored is None else "rescore",
+        created_at=created_at,
+        thresholds=spec.model_dump(mode="json"),
+        counts=dict(sorted(counts.items())),
+        reasons=dict(sorted(reasons.items())),
+        would_reject=would_reject,
+        scores={
+            "clip_score": summarize_scores([r.get("clip_score") for r in scored], edges=(0.0, 100.0)),
+            "pixel_std": summarize_scores([r.get("pixel_std") for r in scored]),
+        },
+        fid=fid_part,
+        fid_note=fid_note,
+        ranked_by=key if best else None,
+        best=best,
+        worst=worst,
+        versions=package_versions(),
+    )
+
+
+def write_report(report: QcReport) -> QcReport:
+    """Write `qc/report.json` and `qc/report.html` under the report's output; returns the report."""
+    output = report.output
+    storage.write_bytes(storage.join(output, QC_DIR, REPORT_JSON), report.model_dump_json(indent=2).encode())
+    storage.write_bytes(storage.join(output, QC_DIR, REPORT_HTML), render_html(report).encode())
+    overall = report.fid.groups[0].fid if report.fid else None
+    log.info("QC report at %s: FID %s, %s", storage.join(output, QC_DIR), overall, report.reasons or "no rejections")
+    return report

@@ -1,0 +1,1 @@
+"""Model folders with random weights from configs: tiny ones (tests), real-size ones (GPU benchmarks)."""

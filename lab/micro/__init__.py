@@ -1,0 +1,1 @@
+"""micro-sd, the embedded default model family: its procedural world, architectures, training, evaluation, card."""
