@@ -15,14 +15,13 @@ from pydantic import ValidationError
 
 from diffgen.dataset import storage
 from diffgen.dataset.index import read_index
+from diffgen.dataset.layout import REPORT_HTML, RUN_FILE
 from diffgen.schemas.errors import format_validation_error
 from diffgen.schemas.job import JobSpecError, apply_overrides, load_job_spec
 from diffgen.schemas.qc import QcSpec
 from diffgen.schemas.report import QcReport
 
 log = logging.getLogger(__name__)
-
-RUN_FILE = "run.json"
 
 
 def qc_spec(output: str, *, job: str | None = None, overrides: list[str] | None = None) -> QcSpec:
@@ -75,7 +74,7 @@ def summary(report: QcReport) -> dict[str, object]:
     """What `diffgen qc` prints: the counts, today's rejections and the FID per group."""
     return {
         "output": report.output,
-        "report": storage.join(report.output, "qc", "report.html"),
+        "report": storage.join(report.output, REPORT_HTML),
         "counts": report.counts,
         "would_reject": report.would_reject,
         "reasons": report.reasons,

@@ -21,6 +21,7 @@ import ray
 
 from diffgen.dataset import storage
 from diffgen.dataset.index import compact, index_files, quarantine_corrupt_shards, read_index
+from diffgen.dataset.layout import RUN_FILE
 from diffgen.dataset.lease import Lease, hold_lease
 from diffgen.dataset.webdataset import pack as pack_webdataset
 from diffgen.generation.model_folder import ModelLoadError
@@ -38,8 +39,6 @@ from diffgen.stages.chain import check_chain
 from diffgen.stages.generate import GenerateStage
 
 log = logging.getLogger(__name__)
-
-RUN_FILE = "run.json"
 
 
 @ray.remote(num_cpus=0)

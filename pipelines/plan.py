@@ -8,7 +8,6 @@ under OUTPUT/qc/expectations/.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +18,8 @@ import pyarrow.compute as pc
 
 from diffgen.dataset import storage
 from diffgen.dataset.fingerprint import fingerprinted, job_inputs
-from diffgen.dataset.index import INDEX_DIR, REJECTS_DIR, read_index
+from diffgen.dataset.index import read_index
+from diffgen.dataset.layout import rejects_file
 from diffgen.dataset.records import expand
 from diffgen.dataset.resume import resume_state
 from diffgen.generation.loading import preflight
@@ -305,8 +305,7 @@ def write_rejects(p: Plan) -> None:
     """The skipped rows, named by their content so a re-run rewrites the same file."""
     if p.rejects is None:
         return
-    digest = hashlib.sha256(",".join(map(str, p.rejects.column("row_index").to_pylist())).encode()).hexdigest()[:20]
-    storage.write_parquet(p.rejects, storage.join(p.output, REJECTS_DIR, f"part-{digest}.parquet"))
+    storage.write_parquet(p.rejects, storage.join(p.output, rejects_file(p.rejects.column("row_index").to_pylist())))
 
 
 def write_validation(p: Plan) -> None:
@@ -331,7 +330,6 @@ def write_index_validation(p: Plan, index: pa.Table | None) -> SuiteResult:
 
 
 __all__ = [
-    "INDEX_DIR",
     "OutputError",
     "Plan",
     "check_manifest",

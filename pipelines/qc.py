@@ -27,6 +27,7 @@ import ray
 
 from diffgen.dataset import storage
 from diffgen.dataset.index import read_index
+from diffgen.dataset.layout import INDEX_DIR
 from diffgen.generation.images import ImageInputError, read_image
 from diffgen.metrics.frechet import FeatureStats
 from diffgen.pipelines.cluster import connect
@@ -176,7 +177,7 @@ def qc_output(output: str, spec: QcSpec, *, batch_size: int = 16) -> dict:
     """Score every written image of an existing output and rewrite its QC report; returns the report."""
     index = read_index(output)
     if index is None:
-        raise FileNotFoundError(f"{output} has no index ({storage.join(output, 'index')}); is it a diffgen output?")
+        raise FileNotFoundError(f"{output} has no index ({storage.join(output, INDEX_DIR)}); is it a diffgen output?")
     if spec.fid_group_by is not None and spec.fid_group_by not in index.column_names:
         raise JobSpecError(f"qc.fid_group_by: the index of {output} has no column '{spec.fid_group_by}'")
     written = index.filter(pa.compute.equal(index.column("status"), RecordStatus.WRITTEN.value))

@@ -32,7 +32,7 @@ Scope = Literal["table", "row"]
 
 MANIFEST_SUITE = "manifest"
 INDEX_SUITE = "index"
-# CLIP score is 100 * max(cos, 0) (diffgen.metrics.clip_score); OutputRecord describes it but sets no bounds.
+# CLIP score is 100 * max(cos, 0) (diffgen.metrics.clip_score).
 CLIP_SCORE_RANGE = (0.0, 100.0)
 # Anchored with \A and \Z: `$` would also accept a trailing newline.
 SHA256_REGEX = r"\A[0-9a-f]{64}\Z"

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass
 from enum import StrEnum
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 
 class RecordStatus(StrEnum):
@@ -31,66 +31,36 @@ LORA_TYPE = pa.list_(
 )
 
 
-class OutputRecord(BaseModel):
-    """One image. Pass-through manifest columns are added beside these in the index."""
+class QcReason(StrEnum):
+    """Why QC rejected an image (`qc_reasons[].reason`); `detail` says more where there is more to say."""
 
-    model_config = ConfigDict(extra="forbid")
+    CLIP_SCORE = "clip_score"  # detail: "12.3 < 20.0" (score < qc.min_clip_score)
+    BLACK = "black"
+    FLAT = "flat"
+    DUPLICATE = "duplicate"  # detail: the record id of the earlier image it nearly repeats
+    REFERENCE_DUPLICATE = "reference_duplicate"  # detail: the reference image it nearly repeats
 
-    record_id: str = Field(description="Stable hash of (id, sample_index); names the image.")
-    id: str = Field(description="The manifest row's id, unchanged.")
-    sample_index: int = Field(ge=0)
-    run_id: str
-    status: RecordStatus
-    error: str | None = None
-    image_uri: str | None = Field(description="Set only when status is 'written'.")
-    sha256: str | None = Field(description="Of the PNG bytes at image_uri.")
-    seed: int
-    prompt: str
-    prompt_truncated: bool | None = Field(
-        default=None,
-        description="The prompt exceeded a text encoder's token limit and was cut there (diffusers only logs it). "
-        "Not the QC stage's clip_truncated, which is about the CLIP scorer.",
-    )
-    prompt_truncation: str | None = Field(
-        default=None, description="Where it was cut, per tokenizer: e.g. 'tokenizer: 112 > 77 tokens'."
-    )
-    negative_prompt: str
-    guidance_scale: float
-    steps: int
-    scheduler: str
-    width: int
-    height: int
-    guidance_rescale: float
-    cfg: bool | None = Field(description="Whether the unconditional (classifier-free guidance) pass ran.")
-    strength: float | None = Field(description="img2img/inpaint strength; null for text-to-image.")
-    init_image: str | None = None
-    init_image_sha256: str | None = None
-    mask_image: str | None = None
-    mask_image_sha256: str | None = None
-    control_image_uris: list[str | None] | None = Field(
-        default=None, description="One per ControlNet in job order; null where an optional one had no image."
-    )
-    control_image_sha256: list[str | None] | None = None
-    pipeline_class: str | None = Field(default=None, description="The diffusers pipeline class that sampled it.")
-    model_id: str
-    model_weights_sha256: str | None = Field(default=None, description="The base model's weights hash.")
-    loras: list[LoraUse] | None = Field(default=None, description="The LoRA adapters applied, in job order.")
-    fingerprint: str | None = Field(
-        default=None,
-        description="sha256 of everything that determines the image (diffgen.dataset.fingerprint); resume skips a record "
-        "only when it matches.",
-    )
-    created_at: datetime
-    watermark_payload: str | None = Field(
-        default=None, description="16 hex characters embedded invisibly; looks an image found in the wild up."
-    )
-    watermark_ok: bool | None = Field(default=None, description="The payload decoded back right after embedding.")
-    c2pa_valid: bool | None = Field(default=None, description="C2PA manifest verified after signing; null if off.")
-    provenance: str | None = Field(default=None, description="The provenance record (JSON) written into the PNG.")
-    clip_score: float | None = Field(default=None, description="100*max(cos, 0) of prompt and image; null without QC.")
-    pixel_std: float | None = None
-    phash: int | None = Field(default=None, description="64-bit perceptual hash; null without QC.")
-    qc_reasons: list[str] | None = Field(default=None, description="Why QC rejected it; empty when it passed.")
+
+@dataclass(frozen=True)
+class Rejection:
+    """One QC rejection reason of an image, as the index's `qc_reasons` holds it."""
+
+    reason: QcReason
+    detail: str | None = None
+
+    def describe(self) -> str:
+        """The reason as the `error` column words it, e.g. "clip_score 12.3 < 20.0", "duplicate of ab12..."."""
+        if self.reason == QcReason.DUPLICATE:
+            return f"duplicate of {self.detail}"
+        if self.reason == QcReason.REFERENCE_DUPLICATE:
+            return f"reference duplicate of {self.detail}"
+        return self.reason.value if self.detail is None else f"{self.reason.value} {self.detail}"
+
+    def to_row(self) -> dict[str, str | None]:
+        return {"reason": self.reason.value, "detail": self.detail}
+
+
+QC_REASON_TYPE = pa.struct([("reason", pa.string()), ("detail", pa.string())])
 
 
 INDEX_SCHEMA = pa.schema(
@@ -133,9 +103,10 @@ INDEX_SCHEMA = pa.schema(
         ("c2pa_valid", pa.bool_()),
         ("provenance", pa.string()),
         ("clip_score", pa.float64()),
+        ("clip_truncated", pa.bool_()),
         ("pixel_std", pa.float64()),
         ("phash", pa.uint64()),
-        ("qc_reasons", pa.list_(pa.string())),
+        ("qc_reasons", pa.list_(QC_REASON_TYPE)),
     ]
 )
 INDEX_COLUMNS: tuple[str, ...] = tuple(INDEX_SCHEMA.names)

@@ -9,20 +9,15 @@ exactly one row per record at the end of every run.
 
 from __future__ import annotations
 
-import hashlib
-
 import pyarrow as pa
 
 from diffgen.dataset import storage
+from diffgen.dataset.layout import INDEX_DIR, QUARANTINE_DIR, index_shard, quarantined_index_shard
 from diffgen.schemas.record import RecordStatus
 
-INDEX_DIR = "index"
-REJECTS_DIR = "rejects"
 # A record's row wins over another of the same record by status first, then recency.
 _RANK = {RecordStatus.WRITTEN.value: 2, RecordStatus.REJECTED.value: 1, RecordStatus.FAILED.value: 0}
 
-
-QUARANTINE_DIR = "quarantine"
 
 
 class CorruptIndexError(RuntimeError):
@@ -68,7 +63,7 @@ def quarantine_corrupt_shards(output: str) -> list[str]:
         except FileNotFoundError:
             continue
         except (pa.ArrowInvalid, OSError, EOFError):
-            storage.write_bytes(storage.join(output, QUARANTINE_DIR, INDEX_DIR, uri.rsplit("/", 1)[1]),
+            storage.write_bytes(storage.join(output, quarantined_index_shard(uri.rsplit("/", 1)[1])),
                                 storage.read_bytes(uri))  # fmt: skip
             storage.delete(uri)
             moved.append(uri)
@@ -99,8 +94,7 @@ def compact(output: str, current: dict[str, str] | None = None) -> int:
         tables[uri].take(pa.array(sorted(r for u, r in winners if u == uri), pa.int64())) for uri in dirty
     ]
     merged = pa.concat_tables(kept, promote_options="default")
-    digest = hashlib.sha256("\n".join(sorted(merged.column("record_id").to_pylist())).encode()).hexdigest()[:20]
-    target = storage.join(output, INDEX_DIR, f"part-{digest}.parquet")
+    target = storage.join(output, index_shard(merged.column("record_id").to_pylist()))
     if merged.num_rows:
         storage.write_parquet(merged, target)
     # The merged shard is complete before any old one goes: a crash here leaves duplicates that

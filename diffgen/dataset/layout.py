@@ -59,7 +59,8 @@ def expectations_file(suite: str) -> str:
 
 
 def webdataset_shard(number: int) -> str:
-    return f"{WEBDATASET_DIR}/shard-{number:06d}.tar"
+    """A WebDataset shard's name inside `WEBDATASET_DIR` (as `shards.parquet` records it)."""
+    return f"shard-{number:06d}.tar"
 
 
 def quarantined_index_shard(name: str) -> str:

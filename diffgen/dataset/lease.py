@@ -51,13 +51,14 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from diffgen.dataset import storage
+from diffgen.dataset.layout import LEASE_PREFIX, lease_file
 
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_S = 30.0
 STALE_S = 120.0
 
-_NAME = re.compile(r"\.diffgen-lease-(\d+)\.json")
+_NAME = re.compile(re.escape(LEASE_PREFIX) + r"(\d+)\.json")
 # Reads that may find the newest lease file just deleted by its holder's next heartbeat, or attempts
 # that may lose the create of an epoch to another run: a few, never a loop without end.
 _ROUNDS = 8
@@ -274,7 +275,7 @@ def hold_lease(
 
 
 def _lease_uri(output: str, epoch: int) -> str:
-    return storage.join(output, f".diffgen-lease-{epoch:012d}.json")
+    return storage.join(output, lease_file(epoch))
 
 
 def _lease_files(output: str) -> dict[int, str]:

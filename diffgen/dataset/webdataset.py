@@ -35,12 +35,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from diffgen.dataset import storage
+from diffgen.dataset.layout import WEBDATASET_DIR, WEBDATASET_SHARDS, webdataset_shard
 from diffgen.schemas.record import RecordStatus
 
 log = logging.getLogger(__name__)
 
-WEBDATASET_DIR = "webdataset"
-SHARDS_FILE = "shards.parquet"
 SHARDS_SCHEMA = pa.schema(
     [
         ("record_id", pa.string()),
@@ -69,10 +68,6 @@ class PackResult:
     """Shards of an earlier packing that no longer exist in this one, deleted."""
 
 
-def shard_name(number: int) -> str:
-    return f"shard-{number:06d}.tar"
-
-
 def pack(output: str, index: pa.Table | None, shard_max_bytes: int) -> PackResult:
     """Write the `written` rows of `index` (an output's compacted index) as shards under OUTPUT/webdataset/.
 
@@ -98,7 +93,7 @@ def pack(output: str, index: pa.Table | None, shard_max_bytes: int) -> PackResul
     if shard.samples:
         written_bytes += _flush(shard, folder, names, placed)
     table = pa.concat_tables(placed) if placed else SHARDS_SCHEMA.empty_table()
-    storage.write_parquet(table, storage.join(folder, SHARDS_FILE))
+    storage.write_parquet(table, storage.join(output, WEBDATASET_SHARDS))
     stale = [uri for uri in storage.list_files(folder, ".tar") if uri.rsplit("/", 1)[-1] not in names]
     for uri in stale:
         storage.delete(uri)
@@ -177,7 +172,7 @@ class _Shard:
 
 def _flush(shard: _Shard, folder: str, names: list[str], placed: list[pa.Table]) -> int:
     """Write a full shard under its number and note where its samples went; returns its size."""
-    name = shard_name(len(names))
+    name = webdataset_shard(len(names))
     data = shard.close()
     storage.write_bytes(storage.join(folder, name), data)
     log.info("webdataset: %s, %d sample(s), %d bytes", name, shard.samples, len(data))

@@ -23,11 +23,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from diffgen.dataset import storage
+from diffgen.dataset.layout import expectations_file
 
 if TYPE_CHECKING:
     import great_expectations as gx
 
-EXPECTATIONS_DIR = "qc/expectations"
 _EXAMPLES = 5  # unexpected values and rows named per failed expectation
 _GE_LOGGER = "great_expectations"
 
@@ -149,7 +149,7 @@ def validate_index(index: pa.Table, expected_record_ids: Iterable[str]) -> Suite
 
 def write_result(output: str, result: SuiteResult) -> str:
     """OUTPUT/qc/expectations/<suite>.json; the name is fixed, so a re-run overwrites it."""
-    uri = storage.join(output, EXPECTATIONS_DIR, f"{result.suite}.json")
+    uri = storage.join(output, expectations_file(result.suite))
     storage.write_bytes(uri, json.dumps(result.to_json(), indent=2, sort_keys=True).encode())
     return uri
 

@@ -9,7 +9,6 @@ Fréchet distances are computed once, here, from statistics the scoring actors m
 from __future__ import annotations
 
 import logging
-import re
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from diffgen.dataset import storage
+from diffgen.dataset.layout import QC_DIR, REPORT_HTML, REPORT_JSON
 from diffgen.metrics.frechet import FeatureStats, FeatureStatsError, FrechetReference
 from diffgen.reporting.html import render_html
 from diffgen.reporting.versions import package_versions
@@ -28,20 +28,7 @@ from diffgen.stages.qc import ALL_GROUP
 
 log = logging.getLogger(__name__)
 
-QC_DIR = "qc"
-REPORT_JSON = "report.json"
-REPORT_HTML = "report.html"
 HISTOGRAM_BINS = 20
-
-# A qc_reasons entry -> its kind: "clip_score 12.3 < 20.0" -> clip_score, "duplicate of ab12" -> duplicate.
-_REASON_KINDS = (
-    (re.compile(r"^clip_score\b"), "clip_score"),
-    (re.compile(r"^reference duplicate\b"), "reference_duplicate"),
-    (re.compile(r"^duplicate\b"), "duplicate"),
-    (re.compile(r"^black$"), "black"),
-    (re.compile(r"^flat$"), "flat"),
-)
-
 
 @dataclass(frozen=True)
 class QcEvidence:
@@ -50,13 +37,6 @@ class QcEvidence:
     stats: dict[str, FeatureStats]
     covered: int
     reference: FeatureStats | None
-
-
-def reason_kind(reason: str) -> str:
-    for pattern, kind in _REASON_KINDS:
-        if pattern.match(reason):
-            return kind
-    return "other"
 
 
 def summarize_scores(values: list[float], edges: tuple[float, float] | None = None) -> ScoreSummary:
@@ -137,8 +117,8 @@ def build_report(
     counts = Counter(r["status"] for r in rows)
     reasons: Counter[str] = Counter()
     for r in scored:
-        for reason in r.get("qc_reasons") or []:
-            reasons[reason_kind(reason)] += 1
+        for rejection in r.get("qc_reasons") or []:
+            reasons[rejection["reason"]] += 1
     would_reject = None
     if rescored is not None:
         would_reject = sum(r["status"] == RecordStatus.REJECTED.value for r in scored)
@@ -173,8 +153,8 @@ def build_report(
 def write_report(report: QcReport) -> QcReport:
     """Write `qc/report.json` and `qc/report.html` under the report's output; returns the report."""
     output = report.output
-    storage.write_bytes(storage.join(output, QC_DIR, REPORT_JSON), report.model_dump_json(indent=2).encode())
-    storage.write_bytes(storage.join(output, QC_DIR, REPORT_HTML), render_html(report).encode())
+    storage.write_bytes(storage.join(output, REPORT_JSON), report.model_dump_json(indent=2).encode())
+    storage.write_bytes(storage.join(output, REPORT_HTML), render_html(report).encode())
     overall = report.fid.groups[0].fid if report.fid else None
     log.info("QC report at %s: FID %s, %s", storage.join(output, QC_DIR), overall, report.reasons or "no rejections")
     return report

@@ -10,14 +10,13 @@ With a reference set, a passing image within `phash_max_distance` bits of a refe
 rejected too ("reference duplicate of <name>"), and `self.reference` holds the reference's
 FID statistics in the same backbone, computed once and cached beside the reference.
 
-`self.stats` grows with every batch; a driver collects `stats_table()` from each worker and
-merges the rows with `merge_stats_tables`. A retried batch counts again, so FID statistics
-are exact only for runs without retries (they are a summary, not a record).
+`self.stats` grows with every batch; on Ray each scoring actor sends it to a sink that the driver
+merges (`diffgen.pipelines.qc`). A retried batch counts again, so FID statistics are exact only
+for runs without retries (they are a summary, not a record).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Literal
 
 import numpy as np
@@ -29,14 +28,11 @@ from diffgen.metrics.frechet import FeatureStats
 from diffgen.metrics.image_checks import check_images, near_duplicates, reference_duplicates
 from diffgen.metrics.reference import load_stats, reference_hashes, reference_stats
 from diffgen.schemas.qc import QcSpec
-from diffgen.schemas.record import RecordStatus
+from diffgen.schemas.record import QC_REASON_TYPE, QcReason, RecordStatus, Rejection
 
 ALL_GROUP = "__all__"
 # The group of rows whose `fid_group_by` cell is null.
 NULL_GROUP = "__null__"
-
-STATS_SCHEMA = pa.schema([("group", pa.string()), ("stats", pa.binary())])
-
 
 class QcStage:
     reads = ("record_id", "prompt", "pixels", "status", "error", "width", "height")
@@ -86,7 +82,7 @@ class QcStage:
         truncated: list[bool | None] = [None] * n
         std: list[float | None] = [None] * n
         hashes: list[int | None] = [None] * n
-        reasons: list[list[str] | None] = [None] * n
+        reasons: list[list[Rejection] | None] = [None] * n
         # A 'clip' FID backbone is the scorer's own model: its features are the score's image embeddings.
         shared = self._scorer is not None and getattr(self._backbone, "clip", None) is self._scorer.clip
         features = self._backbone.extract(images) if todo and shared else None
@@ -101,12 +97,12 @@ class QcStage:
             std[i], hashes[i] = check.pixel_std, check.phash
             found = []
             if threshold is not None and clip_score[i] < threshold:
-                found.append(f"clip_score {clip_score[i]:.1f} < {threshold:.1f}")
+                found.append(Rejection(QcReason.CLIP_SCORE, f"{clip_score[i]:.1f} < {threshold:.1f}"))
             # A black image is also flat; naming both would say nothing more.
             if check.black:
-                found.append("black")
+                found.append(Rejection(QcReason.BLACK))
             elif check.flat:
-                found.append("flat")
+                found.append(Rejection(QcReason.FLAT))
             reasons[i] = found
         passing = [i for i in todo if not reasons[i]]
         if self._reference_hashes:
@@ -115,14 +111,15 @@ class QcStage:
             )
             for i, ref in zip(passing, found):
                 if ref >= 0:
-                    reasons[i].append(f"reference duplicate of {self._reference_names[ref]}")
+                    reasons[i].append(Rejection(QcReason.REFERENCE_DUPLICATE, self._reference_names[ref]))
             passing = [i for i in passing if not reasons[i]]
         for i, first in zip(passing, near_duplicates([hashes[i] for i in passing], self.spec.phash_max_distance)):
             if first >= 0:
-                reasons[i].append(f"duplicate of {rows[passing[first]]['record_id']}")
+                reasons[i].append(Rejection(QcReason.DUPLICATE, rows[passing[first]]["record_id"]))
         for i in todo:
             if reasons[i]:
-                rows[i].update(status=RecordStatus.REJECTED.value, error="qc: " + "; ".join(reasons[i]))
+                error = "qc: " + "; ".join(r.describe() for r in reasons[i])
+                rows[i].update(status=RecordStatus.REJECTED.value, error=error)
         kept = [k for k, i in enumerate(todo) if not reasons[i] or self.fid_over == "scored"]
         if kept:
             kept_features = self._backbone.extract([images[k] for k in kept]) if features is None else features[kept]
@@ -137,7 +134,8 @@ class QcStage:
             "clip_truncated": pa.array(truncated, pa.bool_()),
             "pixel_std": pa.array(std, pa.float64()),
             "phash": pa.array(hashes, pa.uint64()),
-            "qc_reasons": pa.array(reasons, pa.list_(pa.string())),
+            "qc_reasons": pa.array([None if r is None else [x.to_row() for x in r] for r in reasons],
+                                   pa.list_(QC_REASON_TYPE)),
         }
         for name, column in added.items():
             if name in out.column_names:
@@ -156,18 +154,3 @@ class QcStage:
             if group not in self.stats:
                 self.stats[group] = FeatureStats(self._backbone.name, self._backbone.resize, self._backbone.dim)
             self.stats[group].update(features[members])
-
-    def stats_table(self) -> pa.Table:
-        """One row per group: its name and its FeatureStats as bytes, for a driver to merge."""
-        groups = sorted(self.stats)
-        return pa.table({"group": groups, "stats": [self.stats[g].to_bytes() for g in groups]}, schema=STATS_SCHEMA)
-
-
-def merge_stats_tables(tables: Iterable[pa.Table]) -> dict[str, FeatureStats]:
-    """The per-group statistics of several workers' `stats_table()`s merged into one per group."""
-    merged: dict[str, FeatureStats] = {}
-    for table in tables:
-        for group, data in zip(table.column("group").to_pylist(), table.column("stats").to_pylist()):
-            stats = FeatureStats.from_bytes(data)
-            merged[group] = merged[group].merge(stats) if group in merged else stats
-    return merged

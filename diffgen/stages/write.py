@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from diffgen.dataset import storage
+from diffgen.dataset.layout import image_key, index_shard
 from diffgen.generation.model_folder import model_index
 from diffgen.provenance import watermark
 from diffgen.provenance.c2pa import C2paCredentials, C2paSigner, C2paSigningError, sign_png, verify_png
@@ -22,16 +23,6 @@ from diffgen.provenance.png import encode_png
 from diffgen.provenance.record import ProvenanceRecord, file_sha256, git_commit, png_text_chunks, weights_hash
 from diffgen.schemas.job import JobSpec
 from diffgen.schemas.record import INDEX_COLUMNS, INDEX_SCHEMA, TRANSIENT_COLUMNS, LoraUse, RecordStatus
-
-
-def image_key(record_id: str) -> str:
-    """`images/ab/abcdef....png`: a short hash prefix spreads objects over S3 key prefixes."""
-    return f"images/{record_id[:2]}/{record_id}.png"
-
-
-def shard_name(record_ids: list[str]) -> str:
-    digest = hashlib.sha256("\n".join(sorted(record_ids)).encode()).hexdigest()[:20]
-    return f"index/part-{digest}.parquet"
 
 
 class WriteStage:
@@ -157,7 +148,7 @@ class WriteStage:
         index = pa.table(columns, schema=INDEX_SCHEMA)
         for name in passthrough:
             index = index.append_column(batch.schema.field(name), batch.column(name))
-        storage.write_parquet(index, storage.join(self.output, shard_name(index.column("record_id").to_pylist())))
+        storage.write_parquet(index, storage.join(self.output, index_shard(index.column("record_id").to_pylist())))
         return index
 
 

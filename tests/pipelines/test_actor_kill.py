@@ -17,7 +17,8 @@ import ray
 
 from diffgen.dataset import storage
 from diffgen.dataset.index import read_index
-from diffgen.pipelines.generate import RUN_FILE, run
+from diffgen.dataset.layout import RUN_FILE
+from diffgen.pipelines.generate import run
 from diffgen.schemas.job import load_job_spec
 from tests.conftest import write_job, write_manifest
 

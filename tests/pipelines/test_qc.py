@@ -32,7 +32,7 @@ def test_clip_threshold_rejects_and_counts_agree_with_the_index(ray_cluster, tmp
     for row in index:
         assert row["status"] == "rejected" and row["image_uri"] is None
         assert row["error"].startswith("qc: clip_score") and 0 <= row["clip_score"] < 99.9
-        assert row["phash"] is not None and row["qc_reasons"][0].startswith("clip_score")
+        assert row["phash"] is not None and row["qc_reasons"][0]["reason"] == "clip_score"
     c = summary.counts
     assert (c.images_expected, c.images_written, c.rejected, c.failed) == (6, 0, 6, 0)
     assert summary.status == "failed"

@@ -6,7 +6,9 @@ import json
 import tarfile
 
 from diffgen.dataset import storage
-from diffgen.dataset.webdataset import SHARDS_FILE, WEBDATASET_DIR, sample_json, shard_name
+from diffgen.dataset.layout import WEBDATASET_DIR, WEBDATASET_SHARDS
+from diffgen.dataset.layout import webdataset_shard as shard_name
+from diffgen.dataset.webdataset import sample_json
 from diffgen.pipelines.generate import run
 from diffgen.schemas.job import load_job_spec
 from tests.conftest import write_job, write_manifest
@@ -62,7 +64,7 @@ def test_run_writes_shards_matching_the_index(ray_cluster, tmp_path, tiny_sd):
                 row["id"], row["label"], row["prompt"], row["seed"]
             )  # fmt: skip
 
-    placed = storage.read_parquet(str(out / WEBDATASET_DIR / SHARDS_FILE)).to_pylist()
+    placed = storage.read_parquet(str(out / WEBDATASET_SHARDS)).to_pylist()
     assert sorted(p["record_id"] for p in placed) == sorted(written)
     assert {p["shard"] for p in placed} == {u.rsplit("/", 1)[1] for u in shards}
     assert (out / "run.json").exists()

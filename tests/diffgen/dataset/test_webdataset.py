@@ -10,8 +10,10 @@ import pytest
 import webdataset as wds
 
 from diffgen.dataset import storage
+from diffgen.dataset.layout import WEBDATASET_DIR, WEBDATASET_SHARDS
+from diffgen.dataset.layout import webdataset_shard as shard_name
 from diffgen.dataset.records import record_id
-from diffgen.dataset.webdataset import SHARDS_FILE, WEBDATASET_DIR, WebDatasetError, pack, sample_json, shard_name
+from diffgen.dataset.webdataset import WebDatasetError, pack, sample_json
 from diffgen.provenance.png import encode_png
 
 
@@ -92,7 +94,7 @@ def test_every_written_image_is_packed_byte_for_byte_with_its_index_row(tmp_path
         assert meta == expected
     assert json.loads(seen[record_id("row-0", 0)]["json"])["prompt"] == "a café, 0 東京"
 
-    placed = storage.read_parquet(storage.join(out, WEBDATASET_DIR, SHARDS_FILE))
+    placed = storage.read_parquet(storage.join(out, WEBDATASET_SHARDS))
     assert sorted(placed.column("record_id").to_pylist()) == sorted(written)
     for entry in placed.to_pylist():
         shard = storage.read_bytes(storage.join(out, WEBDATASET_DIR, entry["shard"]))
@@ -135,12 +137,12 @@ def test_repacking_is_byte_identical_and_removes_stale_shards(tmp_path) -> None:
     result = pack(out, index, shard_max_bytes=1 << 20)
     assert result.shards == 1 and result.removed == len(first) - 1
     assert [u.rsplit("/", 1)[1] for u in _shards(out)] == [shard_name(0)]
-    placed = storage.read_parquet(storage.join(out, WEBDATASET_DIR, SHARDS_FILE))
+    placed = storage.read_parquet(storage.join(out, WEBDATASET_SHARDS))
     assert set(placed.column("shard").to_pylist()) == {shard_name(0)} and placed.num_rows == 12
 
     assert pack(out, None, shard_max_bytes=1 << 20).removed == 1
     assert _shards(out) == []
-    assert storage.read_parquet(storage.join(out, WEBDATASET_DIR, SHARDS_FILE)).num_rows == 0
+    assert storage.read_parquet(storage.join(out, WEBDATASET_SHARDS)).num_rows == 0
 
 
 def test_an_image_changed_since_indexing_is_refused(tmp_path) -> None:

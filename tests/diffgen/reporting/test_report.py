@@ -12,8 +12,9 @@ import pytest
 from diffgen.dataset import storage
 from diffgen.metrics.frechet import FeatureStats, frechet_distance
 from diffgen.provenance.png import encode_png
-from diffgen.reporting.report import QcEvidence, build_report, reason_kind, summarize_scores, write_report
+from diffgen.reporting.report import QcEvidence, build_report, summarize_scores, write_report
 from diffgen.schemas.qc import QcSpec
+from diffgen.schemas.record import QcReason, Rejection
 from diffgen.schemas.report import QcReport
 from diffgen.stages.qc import ALL_GROUP
 
@@ -40,7 +41,8 @@ def output(tmp_path):
             "record_id": f"r{k}", "run_id": "run-1", "status": status, "image_uri": uri,
             "prompt": HOSTILE if k == 0 else f"prompt {k}", "label": "ab"[k % 2],
             "clip_score": [30.0, 10.0, 25.0, 20.0, 5.0, None][k], "pixel_std": [50.0, 40, 30, 20, 1.0, None][k],
-            "qc_reasons": [[], [], [], [], ["clip_score 5.0 < 8.0", "flat", "duplicate of r0"], None][k],
+            "qc_reasons": [[], [], [], [], [{"reason": "clip_score", "detail": "5.0 < 8.0"},
+                           {"reason": "flat", "detail": None}, {"reason": "duplicate", "detail": "r0"}], None][k],
         })  # fmt: skip
     return out, pa.Table.from_pylist(rows)
 
@@ -53,11 +55,16 @@ def _evidence(n_ref: int = 40) -> tuple[QcEvidence, dict[str, np.ndarray]]:
     return QcEvidence(stats, covered=50, reference=reference), feats
 
 
-def test_reason_kinds():
-    kinds = ["clip_score 1.0 < 2.0", "black", "flat", "duplicate of x", "reference duplicate of ref/a.png", "odd"]
-    assert [reason_kind(r) for r in kinds] == [
-        "clip_score", "black", "flat", "duplicate", "reference_duplicate", "other",
-    ]  # fmt: skip
+def test_rejections_are_typed_and_worded_as_the_error_column_words_them():
+    cases = [
+        (Rejection(QcReason.CLIP_SCORE, "1.0 < 2.0"), "clip_score 1.0 < 2.0"),
+        (Rejection(QcReason.BLACK), "black"),
+        (Rejection(QcReason.FLAT), "flat"),
+        (Rejection(QcReason.DUPLICATE, "x"), "duplicate of x"),
+        (Rejection(QcReason.REFERENCE_DUPLICATE, "ref/a.png"), "reference duplicate of ref/a.png"),
+    ]
+    assert [r.describe() for r, _ in cases] == [text for _, text in cases]
+    assert Rejection(QcReason.FLAT).to_row() == {"reason": "flat", "detail": None}
 
 
 def test_score_summary_matches_numpy_and_ignores_missing():

@@ -54,7 +54,7 @@ def test_the_chain_checks_columns_before_any_model_loads(spec, records, tmp_path
     stages = [GenerateStage(spec), QcStage(spec.qc), WriteStage(spec, str(tmp_path), "unit")]
     assert set(INDEX_COLUMNS) <= set(check_chain(records.column_names, stages))
     without_qc = set(check_chain(records.column_names, [stages[0], stages[2]]))
-    assert set(INDEX_COLUMNS) - without_qc == {"clip_score", "pixel_std", "phash", "qc_reasons"}  # null without QC
+    assert set(INDEX_COLUMNS) - without_qc == {"clip_score", "clip_truncated", "pixel_std", "phash", "qc_reasons"}
     with pytest.raises(ValueError, match="GenerateStage reads \\['seed'\\]"):
         check_chain([c for c in records.column_names if c != "seed"], stages)
 
@@ -147,3 +147,14 @@ def test_loras_and_their_file_hashes_are_in_every_provenance_record_and_the_inde
             provenance = json.loads(decode_png(storage.read_bytes(row["image_uri"]))[1][PROVENANCE_KEY])
             assert provenance["loras"] == [expected]
             assert provenance["model_weights_sha256"] == weights_hash(tiny_sd)
+
+
+def test_a_stage_may_add_only_declared_columns(spec, records, tmp_path):
+    """A column no schema declares would pass into the index like a manifest column (and could overwrite
+    a user's column of that name): the chain refuses it before any model loads."""
+
+    class Leaky(QcStage):
+        adds = (*QcStage.adds, "clip_debug")
+
+    with pytest.raises(ValueError, match=r"stage Leaky adds \['clip_debug'\], which the index schema does not declare"):
+        check_chain(records.column_names, [GenerateStage(spec), Leaky(spec.qc), WriteStage(spec, str(tmp_path), "u")])
