@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-controlnet demo-img2img test setup clean
+.PHONY: demo demo-controlnet demo-img2img test test-fast setup clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,10 @@ demo-img2img: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The edit-test loop's tier: everything that starts no Ray and trains nothing (~1.5 min on 2 cores).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
 
 clean:
 	rm -rf out examples/models

@@ -17,6 +17,14 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that starts Ray (through the session cluster) is `slow`: `pytest -m "not slow"` is the
+    edit-test loop's tier. Tests that start Ray in a subprocess or train carry the mark themselves."""
+    for item in items:
+        if "ray_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def tiny_sd(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny Stable Diffusion 1.x pipeline folder with random weights, loaded like a real checkpoint."""

@@ -459,10 +459,11 @@ def test_every_job_module_named_in_infra_exists() -> None:
     named = set()
     for path in INFRA.rglob("*"):
         if path.is_file():
-            named |= set(re.findall(r"python -m (jobs(?:\.\w+)+)", path.read_text(errors="replace")))
-    assert named, "no `python -m jobs.*` under infra/: the check would be vacuous"
+            named |= set(re.findall(r"python -m (diffgen\.jobs(?:\.\w+)+)", path.read_text(errors="replace")))
+    assert named, "no `python -m diffgen.jobs.*` under infra/: the check would be vacuous"
     for module in sorted(named):
-        assert (ROOT / (module.replace(".", "/") + ".py")).is_file(), f"infra/ runs {module}, which does not exist"
+        relative = module.removeprefix("diffgen.").replace(".", "/") + ".py"  # diffgen.jobs -> the jobs/ folder
+        assert (ROOT / relative).is_file(), f"infra/ runs {module}, which does not exist"
 
 
 # -------------------------------------------------------------------------------------- CronJob
@@ -628,8 +629,8 @@ def test_dockerfile_builds_a_non_root_image_of_the_project() -> None:
     copied = {
         src.rstrip("/") for args in _dockerfile_values("COPY") for src in args.split()[:-1] if not src.startswith("--")
     }
-    packages = {p.rstrip("*").rstrip(".") for p in PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]}
-    needed = packages | {"pyproject.toml", PYPROJECT["project"]["readme"]}
+    folders = set(PYPROJECT["tool"]["setuptools"]["package-dir"].values())
+    needed = folders | {"pyproject.toml", PYPROJECT["project"]["readme"]}
     assert needed <= copied, f"Dockerfile: `pip install` needs {sorted(needed - copied)} copied in"
     runs = " ".join(_dockerfile_values("RUN"))
     assert re.search(r"pip install (--no-deps )?/tmp/diffgen-src\b", runs), (

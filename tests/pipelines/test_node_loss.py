@@ -6,11 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import write_job, write_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # starts Ray in its own processes
 def test_losing_a_node_mid_run_loses_no_image(tmp_path, tiny_sd):
     rows = [{"id": f"row-{i}", "prompt": f"prompt {i}", "num_images": 2} for i in range(24)]
     manifest = write_manifest(tmp_path / "m.parquet", rows)

@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import fsspec
+import pytest
 
 from diffgen.dataset import storage
 from tests.conftest import write_job, write_manifest
@@ -122,6 +123,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
 
 
+@pytest.mark.slow  # starts Ray in its own processes
 def test_a_window_of_s3_errors_during_writes_loses_no_image(tmp_path, tiny_sd, s3_bucket, s3_server):
     rows = [{"id": f"row-{i}", "prompt": f"prompt {i}", "num_images": 2} for i in range(4)]
     manifest = write_manifest(tmp_path / "m.parquet", rows)

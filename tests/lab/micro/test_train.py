@@ -23,6 +23,7 @@ def _tiny_config() -> TrainConfig:
     )
 
 
+@pytest.mark.slow  # trains
 def test_a_few_steps_of_training_give_a_family_diffgen_loads_and_samples(tmp_path):
     out, work = tmp_path / "models", tmp_path / "work"
     report = train_all(_tiny_config(), work, out)
