@@ -1,6 +1,6 @@
 """How well the dwtDctSvd watermark survives common edits.
 
-    .venv/bin/python benchmarks/watermark_robustness.py --n 300 --sizes 64 256
+    python -m benchmarks.watermark_robustness --n 300 --sizes 64 256    (from the repository root)
 
 For each size, N images get a distinct 64-bit payload (`diffgen.provenance.watermark.payload_for`), are
 attacked, and the payload is read back from the attacked pixels. Two kinds of image:
@@ -25,9 +25,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import platform
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -37,12 +35,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks.environment import prepare_environment
+from benchmarks.paths import RESULTS
 
-from diffgen.provenance import watermark  # noqa: E402
-
-DEFAULT_OUT = ROOT / "benchmarks" / "results" / "watermark_robustness.json"
+DEFAULT_OUT = RESULTS / "watermark_robustness.json"
 
 
 def _jpeg(quality: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -134,7 +130,6 @@ def sd_images(size: int, count: int, steps: int, seed: int) -> list[np.ndarray]:
 
     from lab.builders.tiny import build_tiny_sd
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     with tempfile.TemporaryDirectory() as tmp:
         folder = build_tiny_sd(Path(tmp) / "tiny-sd", width=size)
         pipe = StableDiffusionPipeline.from_pretrained(folder)
@@ -174,8 +169,12 @@ def summarise(accuracies: list[float]) -> dict[str, float]:
 
 
 def run(n: int, sizes: list[int], sd_images_per_size: int, sd_steps: int, seed: int) -> dict:
+    # Imported here, not at the top: OpenCV, under it, sets environment variables when imported.
+    from diffgen.provenance import watermark
+
     results: dict = {
-        "method": f"invisible-watermark {watermark.METHOD} via diffgen.provenance.watermark, {watermark.PAYLOAD_BITS}-bit payload",
+        "method": f"invisible-watermark {watermark.METHOD} via diffgen.provenance.watermark, "
+        f"{watermark.PAYLOAD_BITS}-bit payload",
         "created_at": datetime.now(UTC).isoformat(),
         "python": platform.python_version(),
         "n_per_size": n,
@@ -249,7 +248,9 @@ def markdown(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.watermark_robustness", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--n", type=int, default=300, help="images per size (default 300)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256], help="square image sides (>= 64)")
     parser.add_argument(
@@ -259,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
+    prepare_environment()
+    from diffgen.provenance import watermark
+
     if args.n < 1 or any(s < watermark.MIN_SIDE for s in args.sizes):
         parser.error(f"--n must be >= 1 and every size >= {watermark.MIN_SIDE}")
     results = run(args.n, args.sizes, args.sd_images, args.sd_steps, args.seed)
