@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-controlnet demo-img2img test test-fast setup clean
+.PHONY: demo demo-controlnet demo-img2img demo-utility test test-fast setup clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,11 @@ demo-controlnet: $(STAMP)
 
 demo-img2img: $(STAMP)
 	$(BIN)/diffgen run examples/img2img/job.yaml --output out/img2img
+
+# A guidance sweep of the utility example (micro-sd, a shape classifier probed on real renders):
+# out/utility-sweep/sweep.html, and each point's qc/utility.json and qc/report.html.
+demo-utility: $(STAMP)
+	$(BIN)/diffgen sweep examples/utility/job.yaml --grid sampler.guidance_scale=1.5,3,5,7.5 --output out/utility-sweep
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

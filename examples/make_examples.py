@@ -99,6 +99,27 @@ def make_img2img(folder: Path) -> None:
     _manifest(rows, schema, folder / "manifest.parquet")
 
 
+def make_utility(folder: Path) -> None:
+    """The utility example: a manifest whose `label` is the shape (8 prompts per shape, colours, sizes and
+    backgrounds drawn at random, 4 images each) and a labelled real set of 50 renders per shape in class
+    subfolders (`real/<shape>/`), drawn from other seeds than the prompts."""
+    rows = []
+    for shape in SHAPES:
+        for k, scene in enumerate(_scenes(400 + SHAPES.index(shape), 8, shape=shape)):
+            rows.append({"id": f"{shape}-{k}", "prompt": scene.caption(position=False), "num_images": 4,
+                         "label": shape, "color": scene.color})  # fmt: skip
+    schema = pa.schema(
+        [("id", pa.string()), ("prompt", pa.string()), ("num_images", pa.int32()), ("label", pa.string()),
+         ("color", pa.string())]
+    )  # fmt: skip
+    _manifest(rows, schema, folder / "manifest.parquet")
+    for shape in SHAPES:
+        for i, scene in enumerate(_scenes(500 + SHAPES.index(shape), 50, shape=shape)):
+            path = folder / "real" / shape / f"{shape}-{i:02d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(render(scene)[0]).save(path, format="PNG", optimize=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--root", type=Path, default=HERE, help="the examples folder (default: this script's)")
@@ -106,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     make_default(args.root / "default")
     make_controlnet(args.root / "controlnet")
     make_img2img(args.root / "img2img")
-    print(f"wrote the inputs of {args.root / 'default'}, {args.root / 'controlnet'} and {args.root / 'img2img'}")
+    make_utility(args.root / "utility")
+    print(f"wrote the inputs of the default, controlnet, img2img and utility examples under {args.root}")
     return 0
 
 

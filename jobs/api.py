@@ -27,10 +27,22 @@ from diffgen.generation.model_folder import ModelLoadError
 from diffgen.schemas.job import JobSpec, JobSpecError, load_job_spec
 from diffgen.schemas.manifest import ManifestError
 from diffgen.schemas.report import QcReport
+from diffgen.schemas.sweep import SweepReport
+from diffgen.schemas.utility import UtilityReport
 from diffgen.schemas.run import RunCounts, RunSummary
 
 EXIT_OK, EXIT_INFRA, EXIT_INVALID, EXIT_PARTIAL, EXIT_FAILED = 0, 1, 2, 3, 4
-EXIT_BY_STATUS = {"complete": EXIT_OK, "partial": EXIT_PARTIAL, "failed": EXIT_FAILED}
+
+
+def exit_code_of(summary: RunSummary) -> int:
+    """The one rule every launcher follows (CLI, `python -m diffgen.jobs.generate`, `submit --wait`, Ray's job
+    status, the Airflow DAG): 0 when the run met its policy (complete, or partial within
+    policy.max_lost_fraction after replacement), 3 for a partial run under policy.require_full / --strict,
+    4 when it lost more than the policy allows. 1 (infrastructure: a retry may fix it) and 2 (invalid
+    input: a retry never will) come from errors before or during the run."""
+    if summary.status == "failed":
+        return EXIT_FAILED
+    return EXIT_OK if summary.met_policy else EXIT_PARTIAL
 
 
 class RunError(RuntimeError):
@@ -76,7 +88,7 @@ class RunResult:
 
     @property
     def exit_code(self) -> int:
-        return EXIT_BY_STATUS[self.summary.status]
+        return exit_code_of(self.summary)
 
 
 def _offline_env() -> None:
@@ -204,3 +216,30 @@ def qc(output: str, *, job: str | Path | None = None, overrides: list[str] | Non
 
     with _typed_errors():
         return rescore(output, job=None if job is None else str(job), overrides=overrides)
+
+
+def utility(
+    output: str, *, real: str | None = None, label_column: str | None = None, job: str | Path | None = None,
+    overrides: list[str] | None = None,
+) -> UtilityReport:  # fmt: skip
+    """Train on the output's synthetic images, test on a labelled real set: writes qc/utility.json (and its
+    section of qc/report.html). Settings: the output's `job.qc` (or `job`'s), `real`, `label_column`, then
+    `qc.utility.*` overrides. A real set that cannot give a score raises `InvalidInputError` before any work."""
+    _offline_env()
+    from diffgen.jobs.utility import score
+
+    with _typed_errors():
+        return score(output, real=real, label_column=label_column, job=None if job is None else str(job),
+                     overrides=overrides)  # fmt: skip
+
+
+def sweep(job: str | Path, grid: list[str] | dict[str, list], **kwargs) -> SweepReport:
+    """Run `job` at every point of `grid` (`["sampler.guidance_scale=1.5,3", ...]` or {key: [values]}) and
+    score each: writes sweep.json and sweep.html. `kwargs`: manifest, output, overrides, real, label_column."""
+    _offline_env()
+    from diffgen.pipelines.sweep import run_sweep
+    from diffgen.reporting.sweep import parse_grid
+
+    with _typed_errors():
+        parsed = grid if isinstance(grid, dict) else parse_grid(grid)
+        return run_sweep(job, parsed, **kwargs)

@@ -1,10 +1,10 @@
 """The `diffgen` command line.
 
 Exit codes (an orchestrator's contract):
-  0  complete: every expected image written
+  0  the run met its policy: complete, or partial within policy.max_lost_fraction after replacement
   1  infrastructure failure: the run could not finish (cluster, storage, model runtime)
   2  invalid input: job spec, manifest, model folder or output rejected before generation
-  3  partial: the run finished; some images were rejected or failed, within policy.max_lost_fraction
+  3  partial under policy.require_full (or --strict): some slots were left without an image
   4  failed: the run finished but lost more images than policy.max_lost_fraction allows
 `submit --wait` returns the submitted run's own code.
 """
@@ -45,6 +45,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="make again the committed records whose inputs changed (default: refuse; policy.changed_records)",
     )  # fmt: skip
     parser.add_argument(
+        "--strict", action="store_true",
+        help="exit 3 when any image asked for is left without one, even within policy (policy.require_full)",
+    )  # fmt: skip
+    parser.add_argument(
         "--quarantine-corrupt-index", action="store_true",
         help="move unreadable index shards to OUTPUT/quarantine/ and make their records again (policy.corrupt_index)",
     )  # fmt: skip
@@ -64,6 +68,8 @@ def _job_kwargs(args: argparse.Namespace) -> dict:
         overrides.append("policy.changed_records=overwrite")
     if getattr(args, "quarantine_corrupt_index", False):
         overrides.append("policy.corrupt_index=quarantine")
+    if getattr(args, "strict", False):
+        overrides.append("policy.require_full=true")
     return {"manifest": args.manifest, "output": args.output, "overrides": overrides}
 
 
@@ -102,7 +108,7 @@ def run_command(args: argparse.Namespace) -> int:
         summary.run_id, summary.status, c.images_written, c.images_expected, c.rejected, c.failed,
         summary.wall_time_s, summary.images_per_second, summary.output,
     )  # fmt: skip
-    return api.EXIT_BY_STATUS[summary.status]
+    return api.exit_code_of(summary)
 
 
 def verify_command(args: argparse.Namespace) -> int:
@@ -209,6 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
     from diffgen.jobs.qc import add_parser as add_qc_parser
 
     add_qc_parser(commands).set_defaults(handler=qc_command)
+    from diffgen.jobs.sweep import add_parser as add_sweep_parser
+    from diffgen.jobs.utility import add_parser as add_utility_parser
+
+    add_utility_parser(commands)
+    add_sweep_parser(commands)
     return parser
 
 

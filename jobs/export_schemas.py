@@ -1,4 +1,5 @@
-"""`python -m diffgen.jobs.export_schemas`: write the JSON Schemas of run.json and the job spec to schemas/json/,
+"""`python -m diffgen.jobs.export_schemas`: write the JSON Schemas of run.json, the job spec, qc/utility.json and
+sweep.json to schemas/json/,
 so tools in any language can read diffgen's results. A test keeps the committed files current."""
 
 from __future__ import annotations
@@ -9,9 +10,16 @@ from pathlib import Path
 
 from diffgen.schemas.job import JobSpec
 from diffgen.schemas.run import RunSummary
+from diffgen.schemas.sweep import SweepReport
+from diffgen.schemas.utility import UtilityReport
 
 FOLDER = Path(__file__).resolve().parents[1] / "schemas" / "json"
-SCHEMAS = {"run.schema.json": RunSummary, "job.schema.json": JobSpec}
+SCHEMAS = {
+    "run.schema.json": RunSummary,
+    "job.schema.json": JobSpec,
+    "utility.schema.json": UtilityReport,
+    "sweep.schema.json": SweepReport,
+}
 
 
 def render(model: type) -> str:

@@ -1,19 +1,22 @@
 """The generation pipeline as a recipe on Ray Data.
 
-1. plan: validate the job, model folder, manifest and output; expand to one record per
-   image; drop records already committed (resume). No model loads before this passes.
-2. generate: an actor pool, one diffusers pipeline per actor, on its GPU or the CPU
-3. qc (when enabled): CLIP score, black/flat/duplicate checks on their own actor; rejects below thresholds
-4. write: PNG-encode, write images, commit an index shard per batch
-5. compact the index to one row per record; check it with the index expectation suite (qc/expectations/);
-   with QC, merge the FID statistics and write qc/report.*
-6. reconcile the counts, write run.json last
+1. plan: validate the job, model folder, manifest and output; expand to one slot per image asked
+   for; find each slot's next attempt in the index (resume). No model loads before this passes.
+2. lease the output (one run writes it at a time)
+3. rounds: generate (an actor pool, one diffusers pipeline per actor, on its GPU or the CPU) → QC
+   (own actor, optional: CLIP score, black/flat/duplicate checks) → write (PNG, watermark, provenance,
+   an index shard per batch); then replacements, with derived seeds, for what QC rejected or a
+   replaceable failure lost, until every slot is filled or has used policy.max_attempts
+4. compact the index (every attempt kept, one row per attempt); check it with the index expectation
+   suite (qc/expectations/); with QC, merge the FID statistics and write qc/report.*
+5. reconcile the counts per slot, write run.json last
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from datetime import UTC, datetime
 
 import pyarrow as pa
@@ -26,15 +29,24 @@ from diffgen.dataset.lease import Lease, hold_lease
 from diffgen.dataset.webdataset import pack as pack_webdataset
 from diffgen.generation.model_folder import ModelLoadError
 from diffgen.pipelines.cluster import connect
-from diffgen.pipelines.plan import Plan, plan, stage_chain, write_index_validation, write_rejects, write_validation
+from diffgen.pipelines.plan import (
+    Plan,
+    next_round,
+    plan,
+    stage_chain,
+    write_index_validation,
+    write_rejects,
+    write_validation,
+)
 from diffgen.pipelines.qc import StatsSink, gather, qc_map
 from diffgen.pipelines.resources import wait_for_resources
 from diffgen.pipelines.write import write_map
 from diffgen.reporting.report import QcEvidence, build_report, write_report
+from diffgen.reporting.utility import score_output as score_utility
 from diffgen.reporting.versions import package_versions
 from diffgen.schemas.job import ComputeSpec, JobSpec
 from diffgen.schemas.record import RecordStatus
-from diffgen.schemas.run import RunCounts, RunSummary
+from diffgen.schemas.run import GroupFill, RunCounts, RunSummary
 from diffgen.stages.chain import check_chain
 from diffgen.stages.generate import GenerateStage
 
@@ -90,13 +102,10 @@ def _blocks(table: pa.Table, batch_size: int, num_actors: int) -> list[pa.Table]
     return [table.slice(i, rows) for i in range(0, table.num_rows, rows)]
 
 
-def execute(p: Plan) -> QcEvidence | None:
-    """Generate and write every record in `p.todo`; with QC on, what the scoring actors measured."""
+def execute(p: Plan, sink: ray.actor.ActorHandle | None) -> None:
+    """Generate and write every record in `p.todo`; with QC on, the scoring actors report to `sink`."""
     spec, compute = p.spec, p.spec.compute
     check_chain(p.todo.column_names, stage_chain(spec, p.output, p.run_id, p.credentials))
-    connect()
-    wait_for_resources(spec, compute.resource_wait_s)
-    sink = StatsSink.remote() if spec.qc.enabled else None
     failures = LoadFailures.remote()
     ds = ray.data.from_arrow(_blocks(p.todo, compute.batch_size, compute.num_actors))
     ds = ds.map_batches(
@@ -120,10 +129,26 @@ def execute(p: Plan) -> QcEvidence | None:
         if load_error is not None:
             raise ModelLoadError(load_error) from None
         raise
-    if sink is None:
-        return None
-    stats, covered, reference = gather(sink)
-    return QcEvidence(stats, covered, reference)
+
+
+def generate_rounds(p: Plan, lease: Lease) -> tuple[Plan, QcEvidence | None]:
+    """Round 0 makes every unsettled slot's next attempt; each later round makes replacements for what the
+    round before rejected (or lost to a replaceable failure), until every slot is settled or has used
+    `policy.max_attempts`. One FID statistics sink serves every round. Returns the plan as it ends."""
+    if not p.todo.num_rows:
+        return p, None
+    connect()
+    wait_for_resources(p.spec, p.spec.compute.resource_wait_s)
+    sink = StatsSink.remote() if p.spec.qc.enabled else None
+    for round_number in range(p.spec.policy.max_attempts):
+        if not p.todo.num_rows:
+            break
+        attempts = sorted(set(p.todo.column("attempt").to_pylist()))
+        log.info("round %d: %d image(s) to make (attempts %s)", round_number, p.todo.num_rows, attempts)
+        execute(p, sink)
+        lease.check()  # a run that lost its lease leaves the output to the run that holds it
+        p = next_round(p)
+    return p, None if sink is None else QcEvidence(*gather(sink))
 
 
 def run(spec: JobSpec) -> RunSummary:
@@ -145,46 +170,38 @@ def _produce(p: Plan, lease: Lease, started: datetime, t0: float) -> RunSummary:
     log.info("plan: %s", p.describe())
     write_rejects(p)
     write_validation(p)
-    evidence = execute(p) if p.todo.num_rows else None
-    lease.check()  # a run that lost its lease leaves the index and run.json to the one that holds it
-    current = dict(zip(p.records.column("record_id").to_pylist(), p.records.column("fingerprint").to_pylist()))
-    removed = compact(p.output, current)
+    p, evidence = generate_rounds(p, lease)
+    lease.check()
+    removed = compact(p.output, p.expected, set(p.records.column("slot_id").to_pylist()))
     if removed:
         log.info("index compacted: %d superseded row(s) removed", removed)
     index = read_index(p.output)
     write_index_validation(p, index)
-    if index is not None and "prompt_truncated" in index.column_names:
-        truncated = sum(bool(v) for v in index.column("prompt_truncated").to_pylist())
-        if truncated:
-            log.warning("%d image(s) had a prompt longer than a text encoder's token limit; it was truncated "
-                        "(index columns prompt_truncated, prompt_truncation)", truncated)  # fmt: skip
+    _warn_truncated(index)
     if spec.webdataset.enabled:
         pack_webdataset(p.output, index, spec.webdataset.shard_max_bytes)
     if spec.qc.enabled and index is not None:
         evidence = evidence or QcEvidence({}, 0, None)
-        write_report(build_report(p.output, spec.qc, index, evidence, created_at=datetime.now(UTC)))
+        write_report(build_report(p.output, spec.qc, index, evidence, created_at=datetime.now(UTC),
+                                  fill_by=spec.policy.fill_by))
+        if spec.qc.utility is not None:  # qc.utility: train on synthetic, test on real (qc/utility.json)
+            score_utility(p.output, spec.qc, label_samples=evidence.label_samples, created_at=datetime.now(UTC))
     summary = summarize(p, index, started, time.perf_counter() - t0)
     lease.check()
     storage.write_bytes(storage.join(p.output, RUN_FILE), summary.model_dump_json(indent=2).encode())
     return summary
 
 
+def _warn_truncated(index: pa.Table | None) -> None:
+    if index is not None and "prompt_truncated" in index.column_names:
+        truncated = sum(bool(v) for v in index.column("prompt_truncated").to_pylist())
+        if truncated:
+            log.warning("%d image(s) had a prompt longer than a text encoder's token limit; it was truncated "
+                        "(index columns prompt_truncated, prompt_truncation)", truncated)  # fmt: skip
+
+
 def summarize(p: Plan, index: pa.Table | None, started: datetime, wall: float) -> RunSummary:
-    expected = set(p.records.column("record_id").to_pylist())
-    status: dict[str, str] = {}
-    if index is not None:
-        for rid, st in zip(index.column("record_id").to_pylist(), index.column("status").to_pylist()):
-            if rid in expected:
-                status[rid] = st
-    counts = RunCounts(
-        manifest_rows=p.manifest_rows,
-        invalid_rows=0 if p.rejects is None else p.rejects.num_rows,
-        images_expected=p.images_expected,
-        images_written=sum(s == RecordStatus.WRITTEN for s in status.values()),
-        rejected=sum(s == RecordStatus.REJECTED for s in status.values()) + p.rejected_images,
-        # A record with no index row at all was lost by the run itself: count it, never drop it.
-        failed=sum(s == RecordStatus.FAILED for s in status.values()) + len(expected - status.keys()),
-    )
+    counts = slot_counts(p, index)
     lost = counts.rejected + counts.failed
     if lost == 0:
         outcome = "complete"
@@ -195,6 +212,7 @@ def summarize(p: Plan, index: pa.Table | None, started: datetime, wall: float) -
     return RunSummary(
         run_id=p.run_id,
         status=outcome,
+        met_policy=outcome == "complete" or (outcome == "partial" and not p.spec.policy.require_full),
         manifest=p.manifest_uri,
         output=p.output,
         job=p.spec.model_dump(mode="json"),
@@ -205,3 +223,67 @@ def summarize(p: Plan, index: pa.Table | None, started: datetime, wall: float) -
         images_per_second=round(counts.images_written / wall, 4) if wall > 0 else 0.0,
         versions=package_versions(),
     )
+
+
+def slot_counts(p: Plan, index: pa.Table | None) -> RunCounts:
+    """What became of every slot: filled (and whether by a replacement), or unfilled and why (the reason of
+    its last attempt; `not_run` when none reached the index, `invalid_row` for rows the policy skipped)."""
+    attempts = _attempt_rows(p, index)
+    unfilled: Counter[str] = Counter({"invalid_row": p.rejected_images} if p.rejected_images else {})
+    written = rejected = replaced = 0
+    filled_slots = set()
+    for slot in p.records.column("slot_id").to_pylist():
+        rows = sorted(attempts.get(slot, []), key=lambda r: r["attempt"] or 0)
+        done = [r for r in rows if r["status"] == RecordStatus.WRITTEN.value]
+        if done:
+            written, replaced = written + 1, replaced + int((done[0]["attempt"] or 0) > 0)
+            filled_slots.add(slot)
+            continue
+        reason = _unfilled_reason(rows[-1] if rows else None)
+        unfilled[reason] += 1
+        rejected += bool(rows) and rows[-1]["status"] == RecordStatus.REJECTED.value
+    return RunCounts(
+        manifest_rows=p.manifest_rows,
+        invalid_rows=0 if p.rejects is None else p.rejects.num_rows,
+        images_expected=p.images_expected,
+        images_written=written,
+        rejected=rejected + p.rejected_images,
+        failed=p.records.num_rows - written - rejected,
+        attempts=sum(len(rows) for rows in attempts.values()),
+        replaced=replaced,
+        unfilled=dict(sorted(unfilled.items())),
+        groups=_group_fill(p, filled_slots),
+    )
+
+
+def _attempt_rows(p: Plan, index: pa.Table | None) -> dict[str, list[dict]]:
+    """The index rows of the plan's attempts (their fingerprints current), by slot."""
+    if index is None:
+        return {}
+    by_slot: dict[str, list[dict]] = {}
+    columns = [c for c in ("record_id", "slot_id", "attempt", "status", "replaceable", "qc_reasons", "fingerprint")
+               if c in index.column_names]  # fmt: skip
+    for row in index.select(columns).to_pylist():
+        if p.expected.get(row["record_id"]) == row.get("fingerprint"):
+            by_slot.setdefault(row.get("slot_id") or row["record_id"], []).append(row)
+    return by_slot
+
+
+def _unfilled_reason(last: dict | None) -> str:
+    if last is None:
+        return "not_run"
+    if last["status"] == RecordStatus.REJECTED.value:
+        reasons = last.get("qc_reasons") or []
+        return reasons[0]["reason"] if reasons else "rejected_input"
+    return "failed_replaceable" if last.get("replaceable") else "failed"
+
+
+def _group_fill(p: Plan, filled: set[str]) -> dict[str, GroupFill] | None:
+    column = p.spec.policy.fill_by
+    if column is None:
+        return None
+    groups: dict[str, GroupFill] = {}
+    for slot, value in zip(p.records.column("slot_id").to_pylist(), p.records.column(column).to_pylist()):
+        g = groups.setdefault(str(value), GroupFill(requested=0, written=0))
+        groups[str(value)] = GroupFill(requested=g.requested + 1, written=g.written + (slot in filled))
+    return dict(sorted(groups.items()))

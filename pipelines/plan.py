@@ -11,21 +11,22 @@ from __future__ import annotations
 import logging
 import math
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from diffgen.dataset import storage
-from diffgen.dataset.fingerprint import fingerprinted, job_inputs
+from diffgen.dataset.fingerprint import fingerprinted, job_fingerprint, job_inputs, record_fingerprints
 from diffgen.dataset.index import read_index
 from diffgen.dataset.layout import rejects_file
 from diffgen.dataset.records import expand
-from diffgen.dataset.resume import resume_state
+from diffgen.dataset.resume import Attempts, ResumeState, resume_state
 from diffgen.generation.loading import preflight
 from diffgen.pipelines.resources import demands, shortfall, visible_nodes
 from diffgen.provenance.c2pa import C2paConfigError, C2paCredentials, load_credentials
 from diffgen.reporting.expectations import Failure, SuiteResult, validate_index, validate_manifest_table, write_result
+from diffgen.reporting.utility import check_before_run as check_utility_inputs
 from diffgen.schemas.job import JobSpec, JobSpecError
 from diffgen.schemas.manifest import ManifestError, check_rows, describe_row_problems, with_plain_strings
 from diffgen.schemas.record import INDEX_SCHEMA
@@ -48,13 +49,15 @@ class Plan:
     manifest_uri: str
     output: str
     manifest_rows: int
-    records: pa.Table  # one row per expected image of the valid rows
-    todo: pa.Table  # records not yet committed in the output's index
+    records: pa.Table  # one row per expected image (slot, attempt 0) of the valid rows, with its fingerprint
+    todo: pa.Table  # the attempt of each unsettled slot to make now
     rejects: pa.Table | None  # invalid rows skipped by policy, with `row_index` and `error`
     rejected_images: int  # images the rejected rows owed
     credentials: C2paCredentials | None = None  # checked C2PA chain and key, when the job signs
     manifest_validation: SuiteResult | None = None  # the manifest suite's result, saved with the run
     changed: int = 0  # committed records made from other inputs, made again (policy.changed_records: overwrite)
+    job: dict = field(default_factory=dict)  # the job's generation inputs (diffgen.dataset.fingerprint.job_inputs)
+    expected: dict[str, str] = field(default_factory=dict)  # record id -> fingerprint of every attempt in the chains
 
     @property
     def images_expected(self) -> int:
@@ -72,7 +75,7 @@ class Plan:
             "manifest_rows": self.manifest_rows,
             "invalid_rows": 0 if self.rejects is None else self.rejects.num_rows,
             "images_expected": self.images_expected,
-            "already_committed": self.records.num_rows - self.todo.num_rows,
+            "already_committed": self.records.num_rows - len(set(self.todo.column("slot_id").to_pylist())),
             "changed_records": self.changed,
             "images_to_generate": self.todo.num_rows,
             "batches": self.batches,
@@ -265,6 +268,7 @@ def plan(spec: JobSpec, *, probe_output: bool = True, check_images: bool = False
     # Cheap checks on the driver: a missing or foreign model folder fails here, not in an actor.
     preflight(spec)
     check_qc_inputs(spec)
+    check_utility_inputs(spec.qc, manifest)
     check_resources(spec)
     c2pa = spec.provenance.c2pa
     try:
@@ -283,22 +287,42 @@ def plan(spec: JobSpec, *, probe_output: bool = True, check_images: bool = False
     if check_images:
         check_input_images(records, spec)
     job = job_inputs(spec)
-    controls = list(spec.control_columns().values())
     records = fingerprinted(records, spec, job)
     try:
         check_chain(records.column_names, stage_chain(spec, output, spec.run_id or "run"))
     except ValueError as e:
         raise JobSpecError(f"job spec: {e}") from None
-    index = read_index(output, skip_corrupt=spec.policy.corrupt_index == "quarantine")
-    state = resume_state(records, index, job, controls)
+    made = Plan(spec, spec.run_id or "run", manifest_uri, output, manifest.num_rows, records, records, rejects,
+                rejected_images, credentials, validation, job=job)  # fmt: skip
+    state = _resume(made, retry_failed=True)
     if state.changed and spec.policy.changed_records == "refuse":
-        raise state.refusal(output, len(state.done) + len(state.changed))
+        raise state.refusal(output)
     if state.changed:
         log.warning("%d committed record(s) were made from other inputs; making them again (policy.changed_records: "
                     "overwrite); first: %s", len(state.changed), state.changed[0].describe())  # fmt: skip
-    todo = records.filter(pc.invert(pc.is_in(records.column("record_id"), pa.array(sorted(state.done), pa.string()))))
-    return Plan(spec, spec.run_id or "run", manifest_uri, output, manifest.num_rows, records, todo, rejects,
-                rejected_images, credentials, validation, len(state.changed))  # fmt: skip
+    return replace(made, todo=state.todo, expected=state.expected, changed=len(state.changed))
+
+
+def _resume(p: Plan, *, retry_failed: bool) -> ResumeState:
+    policy = p.spec.policy
+    controls = list(p.spec.control_columns().values())
+    job_fp = job_fingerprint(p.job)
+    index = read_index(p.output, skip_corrupt=policy.corrupt_index == "quarantine")
+    attempts = Attempts(policy.replace_rejected, policy.max_attempts if policy.replace_rejected else 1, retry_failed)
+
+    def refingerprint(records: pa.Table) -> pa.Table:  # an attempt's seed is its own: so is its fingerprint
+        return records.set_column(records.column_names.index("fingerprint"), "fingerprint",
+                                  record_fingerprints(records, job_fp, controls))  # fmt: skip
+
+    return resume_state(p.records, index, p.job, controls, refingerprint, attempts)
+
+
+def next_round(p: Plan) -> Plan:
+    """The plan after a round of generation: the replacement attempts its rejections and replaceable
+    failures now need (a transient failure waits for the next run: retrying it now would meet the same
+    outage). Changed inputs cannot appear mid-run: the run holds the output's lease."""
+    state = _resume(p, retry_failed=False)
+    return replace(p, todo=state.todo, expected=state.expected)
 
 
 def write_rejects(p: Plan) -> None:
@@ -315,13 +339,14 @@ def write_validation(p: Plan) -> None:
 
 
 def write_index_validation(p: Plan, index: pa.Table | None) -> SuiteResult:
-    """Validate the compacted index against the plan's records; save it as OUTPUT/qc/expectations/index.json.
+    """Validate the compacted index against the plan's attempts (one row each); save it as
+    OUTPUT/qc/expectations/index.json.
 
     A failure is recorded and logged, not raised: the images are written by now, and the
     run's counts already say what was lost.
     """
     table = index if index is not None else INDEX_SCHEMA.empty_table()
-    result = validate_index(table, p.records.column("record_id").to_pylist())
+    result = validate_index(table, p.expected or p.records.column("record_id").to_pylist())
     write_result(p.output, result)
     if not result.success:
         log.warning("index failed %d expectation(s):\n%s", len(result.failures),
@@ -334,6 +359,7 @@ __all__ = [
     "Plan",
     "check_manifest",
     "check_output",
+    "next_round",
     "plan",
     "write_index_validation",
     "write_rejects",

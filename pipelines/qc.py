@@ -1,7 +1,8 @@
 """QC on Ray: scoring actors that keep FID statistics, the sink that merges them, and QC of an old output.
 
 Each scoring actor keeps its own per-group `FeatureStats` (count, sum, sum of outer products) and
-sends them, never feature vectors, to one `StatsSink` actor: cumulatively every `FLUSH_SECONDS`
+bounded seeded feature samples (`Reservoir`, for KID, CMMD, precision/recall and the utility probes),
+and sends them to one `StatsSink` actor: cumulatively every `FLUSH_SECONDS`
 and a last time when Ray Data shuts the pool down gracefully (the UDF's `__del__`). The sink keeps
 the latest statistics of each actor instance, so a flush repeated or superseded never counts twice;
 the driver merges them once the run is over and computes the Fréchet distances (`diffgen.reporting.report`).
@@ -30,6 +31,7 @@ from diffgen.dataset.index import read_index
 from diffgen.dataset.layout import INDEX_DIR
 from diffgen.generation.images import ImageInputError, read_image
 from diffgen.metrics.frechet import FeatureStats
+from diffgen.metrics.reservoir import Reservoir
 from diffgen.pipelines.cluster import connect
 from diffgen.pipelines.priority import lower_cpu_priority
 from diffgen.reporting.report import QcEvidence, build_report, write_report
@@ -52,15 +54,29 @@ class StatsSink:
     def __init__(self):
         self.latest: dict[str, tuple[dict[str, bytes], int, bool]] = {}
         self.reference: bytes | None = None
+        # instance -> {"groups" | "labels": {name: Reservoir bytes}}; the reference's sample
+        self.samples: dict[str, dict[str, dict[str, bytes]]] = {}
+        self.reference_sample: bytes | None = None
 
     def register(self, instance: str) -> None:
         self.latest.setdefault(instance, ({}, 0, False))
 
-    def put(self, instance: str, stats: dict[str, bytes], rows: int, final: bool) -> None:
+    def put(self, instance: str, stats: dict[str, bytes], rows: int, final: bool,
+            samples: dict[str, dict[str, bytes]] | None = None) -> None:  # fmt: skip
         self.latest[instance] = (stats, rows, final)
+        self.samples[instance] = samples or {}
 
-    def put_reference(self, stats: bytes) -> None:
+    def put_reference(self, stats: bytes, sample: bytes | None = None) -> None:
         self.reference = stats
+        self.reference_sample = sample
+
+    def collect_samples(self) -> tuple[dict[str, dict[str, list[bytes]]], bytes | None]:
+        by_kind: dict[str, dict[str, list[bytes]]] = {"groups": {}, "labels": {}}
+        for samples in self.samples.values():
+            for kind, named in samples.items():
+                for name, data in named.items():
+                    by_kind[kind].setdefault(name, []).append(data)
+        return by_kind, self.reference_sample
 
     def pending(self) -> list[str]:
         return sorted(i for i, (_, _, final) in self.latest.items() if not final)
@@ -88,7 +104,8 @@ class QcActor(QcStage):
         self._flushed_at = time.monotonic()
         ray.get(sink.register.remote(self._instance))
         if self.reference is not None:
-            ray.get(sink.put_reference.remote(self.reference.to_bytes()))
+            sample = None if self.reference_sample is None else self.reference_sample.to_bytes()
+            ray.get(sink.put_reference.remote(self.reference.to_bytes(), sample))
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         out = super().__call__(batch)
@@ -99,7 +116,9 @@ class QcActor(QcStage):
 
     def _flush(self, final: bool) -> None:
         stats = {group: s.to_bytes() for group, s in self.stats.items()}
-        ray.get(self._sink.put.remote(self._instance, stats, self._rows, final))
+        samples = {"groups": {g: s.to_bytes() for g, s in self.samples.items()},
+                   "labels": {label: s.to_bytes() for label, s in self.label_samples.items()}}  # fmt: skip
+        ray.get(self._sink.put.remote(self._instance, stats, self._rows, final, samples))
         self._flushed_at = time.monotonic()
 
     def __del__(self):
@@ -136,9 +155,11 @@ def qc_map(
 
 def gather(
     sink: ray.actor.ActorHandle, timeout_s: float = FINAL_FLUSH_TIMEOUT_S
-) -> tuple[dict[str, FeatureStats], int, FeatureStats | None]:
-    """Merged per-group statistics, the rows they cover, and the reference statistics, once every
-    actor has flushed for the last time (or `timeout_s` has passed)."""
+) -> tuple[dict[str, FeatureStats], int, FeatureStats | None, dict[str, Reservoir], dict[str, Reservoir],
+           Reservoir | None]:  # fmt: skip
+    """Merged per-group statistics, the rows they cover, the reference statistics, and the merged feature
+    samples (per group, per utility label, the reference's), once every actor has flushed for the last
+    time (or `timeout_s` has passed): `QcEvidence`'s fields in order."""
     start = time.monotonic()
     while pending := ray.get(sink.pending.remote()):
         if time.monotonic() - start > timeout_s:
@@ -153,7 +174,18 @@ def gather(
         merged[group] = stats[0]
         for s in stats[1:]:
             merged[group] = merged[group].merge(s)
-    return merged, rows, None if reference is None else FeatureStats.from_bytes(reference)
+    by_kind, reference_sample = ray.get(sink.collect_samples.remote())
+    samples = {kind: {name: _merged([Reservoir.from_bytes(b) for b in blobs]) for name, blobs in named.items()}
+               for kind, named in by_kind.items()}  # fmt: skip
+    return (merged, rows, None if reference is None else FeatureStats.from_bytes(reference), samples["groups"],
+            samples["labels"], None if reference_sample is None else Reservoir.from_bytes(reference_sample))  # fmt: skip
+
+
+def _merged(samples: list[Reservoir]) -> Reservoir:
+    out = samples[0]
+    for s in samples[1:]:
+        out = out.merge(s)
+    return out
 
 
 class _LoadImages:
@@ -190,7 +222,6 @@ def qc_output(output: str, spec: QcSpec, *, batch_size: int = 16) -> dict:
     # FID is of the output as it is: every written image, whatever today's thresholds would reject.
     ds = qc_map(ds, spec, sink, batch_size=batch_size, gpus=0, fid_over="scored")
     scored = [b.drop_columns(["pixels"]) for b in ds.iter_batches(batch_size=None, batch_format="pyarrow")]
-    stats, rows, reference = gather(sink)
     rescored = pa.concat_tables(scored, promote_options="default") if scored else written.slice(0, 0)
-    evidence = QcEvidence(stats=stats, covered=rows, reference=reference)
+    evidence = QcEvidence(*gather(sink))
     return write_report(build_report(output, spec, index, evidence, rescored=rescored, created_at=datetime.now(UTC)))

@@ -301,6 +301,7 @@ def load_job_spec(
     for section, keys in (
         (data.get("qc"), ("clip_model", "fid_weights", "reference", "reference_stats")),
         (c2pa, ("cert_chain", "private_key")),
+        (data["qc"].get("utility") if isinstance(data.get("qc"), dict) else None, ("real",)),
     ):
         if isinstance(section, dict):
             for key in keys:

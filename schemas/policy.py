@@ -24,6 +24,25 @@ class PolicySpec(BaseModel):
         "as 'partial' (exit 3) rather than 'failed' (exit 4).",
     )
     row_retries: int = Field(default=2, ge=0, le=10, description="Retries of a failed image before it is 'failed'.")
+    replace_rejected: bool = Field(
+        default=True,
+        description="An image rejected by QC, or that failed after generation in a way another seed can avoid "
+        "(watermark read-back, non-finite output), is replaced by a new attempt for the same slot with a seed "
+        "derived from the slot's seed and the attempt number, until the slot has a written image or "
+        "max_attempts is reached. Every attempt stays in the index.",
+    )
+    max_attempts: int = Field(default=4, ge=1, le=32, description="Attempts per slot (image) at most, the first included.")
+    fill_by: str | None = Field(
+        default=None,
+        min_length=1,
+        description="A manifest column (e.g. label): the run reports how many images each of its values asked for "
+        "and got; with require_full, a value left short makes the run partial and exit 3.",
+    )
+    require_full: bool = Field(
+        default=False,
+        description="A run that ends with any slot unfilled (or, with fill_by, any group short) exits 3 instead of "
+        "0, even within max_lost_fraction (the same as `--strict`).",
+    )
     changed_records: Literal["refuse", "overwrite"] = Field(
         default="refuse",
         description="A re-run into an output whose committed records were made from other inputs (prompt, seed, "

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from diffgen.schemas.utility import UtilitySpec
+
 # The keys of diffgen.metrics.backbones.BACKBONES; schemas import nothing of ours, so a test keeps them in step.
 FidBackboneName = Literal["pixels-16", "clip", "inception-v3-pt"]
 FID_BACKBONE_NAMES: tuple[str, ...] = FidBackboneName.__args__  # type: ignore[attr-defined]
@@ -55,6 +57,15 @@ class QcSpec(BaseModel):
     report_examples: int = Field(
         default=8, ge=0, le=64, description="Best- and worst-scoring images shown in qc/report.html, each."
     )
+    sample_size: int = Field(
+        default=10_000, ge=0, le=1_000_000,
+        description="Feature vectors kept per FID group (a seeded sample) for KID, CMMD and precision/recall/"
+        "density/coverage; 0 turns them off.",
+    )  # fmt: skip
+    sample_seed: int = Field(default=0, ge=0, description="Seeds which images those samples keep.")
+    utility: UtilitySpec | None = Field(
+        default=None, description="Score the written images' utility against a labelled real set after the run."
+    )
 
     @model_validator(mode="after")
     def _models_are_given(self) -> QcSpec:
@@ -69,6 +80,8 @@ class QcSpec(BaseModel):
             problems.append(f"fid_weights is only read by fid_backbone 'inception-v3-pt', not '{self.fid_backbone}'")
         if self.reference is not None and self.reference_stats is not None:
             problems.append("give reference or reference_stats, not both")
+        if self.utility is not None and self.clip_model is None:
+            problems.append("utility needs clip_model (its probes run on the CLIP image embeddings)")
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from diffgen.schemas.distribution import DistributionReport
+
 
 class Histogram(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -70,6 +72,40 @@ class Example(BaseModel):
     group: str | None = None
 
 
+class FillGroup(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    slots: int = Field(ge=0, description="Images asked for (slots) with at least one attempt in the index.")
+    filled: int = Field(ge=0, description="Slots with a written image.")
+    attempts: int = Field(ge=0, description="Images generated for them, replacements included.")
+    rate: float = Field(ge=0, le=1, description="filled / slots.")
+
+
+class ShortRow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(description="The manifest row's id.")
+    slots: int = Field(ge=0)
+    filled: int = Field(ge=0)
+    group: str | None = None
+
+
+class FillReport(BaseModel):
+    """How the slots were filled: what replacement cost, and which rows and groups ended short."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    overall: FillGroup
+    first_attempt_accepted: int = Field(ge=0, description="Slots whose first attempt was written.")
+    first_attempt_acceptance: float = Field(ge=0, le=1, description="first_attempt_accepted / slots.")
+    attempts_per_slot: float = Field(ge=0, description="attempts / slots.")
+    rows: int = Field(ge=0, description="Manifest rows with a slot in the index.")
+    rows_full: int = Field(ge=0, description="Rows every slot of which has a written image.")
+    short_rows: list[ShortRow] = Field(description="Rows left short, fewest filled first (at most 50).")
+    group_by: str | None = Field(description="The column groups are values of (policy.fill_by, else qc.fid_group_by).")
+    groups: dict[str, FillGroup] = Field(default_factory=dict)
+
+
 class QcReport(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -87,6 +123,10 @@ class QcReport(BaseModel):
     scores: dict[str, ScoreSummary] = Field(description="clip_score and pixel_std over every scored image.")
     fid: FidReport | None
     fid_note: str | None = Field(default=None, description="Why there is no FID, when there is none.")
+    fill: FillReport | None = Field(default=None, description="Slots filled, attempts, per row and per group.")
+    distribution: DistributionReport | None = Field(
+        default=None, description="KID, CMMD, precision/recall/density/coverage per group, beside FID."
+    )
     ranked_by: str | None = Field(description="The score that orders best and worst.")
     best: list[Example]
     worst: list[Example]

@@ -1,6 +1,7 @@
 """The wheel: one `diffgen` namespace that installs beside a project with its own schemas/, jobs/ and
 pipelines/, carrying every product module and nothing of the lab, the tests or the benchmarks."""
 
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -17,10 +18,16 @@ PRODUCT = {"diffgen": "diffgen", "schemas": "diffgen/schemas", "pipelines": "dif
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
+    # Built from a copy: setuptools' build/ folder would otherwise keep modules since deleted.
+    source = tmp_path_factory.mktemp("source")
+    for name in (*PRODUCT, "pyproject.toml", "README.md"):
+        copy = shutil.copytree if (REPO / name).is_dir() else shutil.copy2
+        copy(REPO / name, source / name, **({"ignore": shutil.ignore_patterns("__pycache__")}
+                                            if (REPO / name).is_dir() else {}))  # fmt: skip
     out = tmp_path_factory.mktemp("dist")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w", str(out), str(REPO)],
-        check=True, capture_output=True, timeout=300,
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w", str(out),
+         str(source)], check=True, capture_output=True, timeout=300,
     )  # fmt: skip
     (built,) = out.glob("diffgen-*.whl")
     return built

@@ -70,19 +70,26 @@ def quarantine_corrupt_shards(output: str) -> list[str]:
     return moved
 
 
-def compact(output: str, current: dict[str, str] | None = None) -> int:
+def compact(output: str, current: dict[str, str] | None = None, slots: set[str] | None = None) -> int:
     """Leave one row per record in the index; returns the number of superseded rows removed.
 
     With `current` (record id -> the fingerprint the run asked for), a row made from those inputs
-    beats one made from others whatever its status; then status, then recency. An image that only a
-    superseded row pointed at is deleted, so no image of old inputs is left beside the index.
+    beats one made from others whatever its status; then status, then recency. With `slots` (the run's
+    slot ids), a row of one of those slots that is not a current attempt at all (an attempt of inputs
+    since changed) is removed. An image that no remaining row points at is deleted, so no image of old
+    inputs is left beside the index.
     """
     tables = _read_shards(output)
     best: dict[str, tuple[tuple[bool, int, object], str, int]] = {}
     for uri, table in tables.items():
-        for row, r in enumerate(_column_rows(table, ("record_id", "status", "created_at", "fingerprint"))):
+        names = ("record_id", "slot_id", "status", "created_at", "fingerprint")
+        for row, r in enumerate(_column_rows(table, names)):
             rid = r["record_id"]
+            if slots is not None and current is not None and (r["slot_id"] or rid) in slots and rid not in current:
+                continue  # an attempt of a slot's former inputs: no longer part of its chain
             fresh = current is None or rid not in current or r["fingerprint"] == current[rid]
+            if slots is not None and not fresh and (r["slot_id"] or rid) in slots:
+                continue
             rank = (fresh, _RANK.get(r["status"], -1), r["created_at"])
             if rid not in best or rank > best[rid][0]:
                 best[rid] = (rank, uri, row)
@@ -102,7 +109,7 @@ def compact(output: str, current: dict[str, str] | None = None) -> int:
     for uri in dirty:
         if uri != target:
             storage.delete(uri)
-    for stale in _orphaned_images(tables, best, winners):
+    for stale in _orphaned_images(tables, winners):
         storage.delete(stale)
     return sum(t.num_rows for u, t in tables.items() if u in dirty) - merged.num_rows
 
@@ -113,14 +120,11 @@ def _column_rows(table: pa.Table, names: tuple[str, ...]) -> list[dict]:
                      for n in names}).to_pylist()  # fmt: skip
 
 
-def _orphaned_images(tables: dict[str, pa.Table], best: dict, winners: set) -> set[str]:
-    """Images written by superseded rows that the winning row of their record does not point at."""
-    kept = {}
-    for rid, (_, uri, row) in best.items():
-        kept[rid] = _column_rows(tables[uri].slice(row, 1), ("image_uri",))[0]["image_uri"]
-    stale = set()
+def _orphaned_images(tables: dict[str, pa.Table], winners: set) -> set[str]:
+    """Images written by removed rows that no remaining row points at."""
+    kept, removed = set(), set()
     for uri, table in tables.items():
-        for row, r in enumerate(_column_rows(table, ("record_id", "image_uri"))):
-            if (uri, row) not in winners and r["image_uri"] and r["image_uri"] != kept[r["record_id"]]:
-                stale.add(r["image_uri"])
-    return stale
+        for row, r in enumerate(_column_rows(table, ("image_uri",))):
+            if r["image_uri"]:
+                (kept if (uri, row) in winners else removed).add(r["image_uri"])
+    return removed - kept

@@ -5,11 +5,17 @@ is spelled here once; every writer and reader of an output takes it from here.
     index/part-<hash>.parquet      the index, one shard per written batch; <hash> of its record ids
     rejects/part-<hash>.parquet    manifest rows skipped by policy.invalid_rows: skip
     qc/report.json, qc/report.html the QC report
+    qc/utility.json                the utility score (train on synthetic, test on real)
     qc/expectations/<suite>.json   Great Expectations results (manifest, index)
     webdataset/shard-<n>.tar       the WebDataset copy, and webdataset/shards.parquet
     quarantine/index/              unreadable index shards moved aside
     run.json                       the run summary, written last
     .diffgen-lease-<epoch>.json    the lease of the run writing the output
+
+A sweep (`diffgen sweep`) writes one output per grid point under its own output:
+
+    points/<name>/                 one point's output (the layout above); <name> from its settings
+    sweep.json, sweep.html         every point's scores and the best point per metric
 """
 
 from __future__ import annotations
@@ -24,11 +30,15 @@ QC_DIR = "qc"
 EXPECTATIONS_DIR = f"{QC_DIR}/expectations"
 REPORT_JSON = f"{QC_DIR}/report.json"
 REPORT_HTML = f"{QC_DIR}/report.html"
+UTILITY_JSON = f"{QC_DIR}/utility.json"
 WEBDATASET_DIR = "webdataset"
 WEBDATASET_SHARDS = f"{WEBDATASET_DIR}/shards.parquet"
 QUARANTINE_DIR = "quarantine"
 RUN_FILE = "run.json"
 LEASE_PREFIX = ".diffgen-lease-"
+SWEEP_POINTS_DIR = "points"
+SWEEP_JSON = "sweep.json"
+SWEEP_HTML = "sweep.html"
 
 
 def _digest(names: Iterable[str]) -> str:
@@ -69,3 +79,8 @@ def quarantined_index_shard(name: str) -> str:
 
 def lease_file(epoch: int) -> str:
     return f"{LEASE_PREFIX}{epoch:012d}.json"
+
+
+def sweep_point(name: str) -> str:
+    """A sweep point's output, inside the sweep's output."""
+    return f"{SWEEP_POINTS_DIR}/{name}"

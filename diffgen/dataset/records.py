@@ -25,6 +25,35 @@ def record_id(row_id: str, sample_index: int) -> str:
     return digest[:24]
 
 
+def attempt_record_id(slot_id: str, attempt: int) -> str:
+    """Attempt 0 of a slot is the slot's own record id; a replacement (attempt >= 1) gets its own."""
+    if attempt == 0:
+        return slot_id
+    return hashlib.sha256(f"{slot_id}\x00attempt\x00{attempt}".encode()).hexdigest()[:24]
+
+
+def attempt_seed(seed: int, attempt: int) -> int:
+    """The seed of a slot's attempt: the slot's seed for attempt 0, else a hash of it and the attempt number,
+    so a replacement is a new image that any re-run, batching or actor makes again."""
+    if attempt == 0:
+        return seed
+    digest = hashlib.sha256(f"{seed}\x00attempt\x00{attempt}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % _SEED_SPACE
+
+
+def attempts_of(slots: pa.Table, attempt: int) -> pa.Table:
+    """Attempt `attempt` of every slot in `slots` (rows of `expand`, attempt 0): its record id and seed."""
+    if attempt == 0:
+        return slots
+    ids = [attempt_record_id(s, attempt) for s in slots.column("slot_id").to_pylist()]
+    seeds = [attempt_seed(s, attempt) for s in slots.column("seed").to_pylist()]
+    out = slots
+    for name, values in (("record_id", pa.array(ids, pa.string())), ("seed", pa.array(seeds, pa.int64())),
+                         ("attempt", pa.array([attempt] * slots.num_rows, pa.int32()))):  # fmt: skip
+        out = out.set_column(out.column_names.index(name), name, values)
+    return out
+
+
 def derived_seed(job_seed: int, row_id: str) -> int:
     """The base seed of a row that has none: a hash of the job seed and the row id."""
     digest = hashlib.sha256(f"{job_seed}\x00{row_id}".encode("utf-8", "surrogatepass")).digest()
@@ -77,7 +106,8 @@ def check_control_columns(columns: list[str], spec: JobSpec) -> None:
 
 
 def expand(manifest: pa.Table, spec: JobSpec) -> pa.Table:
-    """One row per image: the manifest's columns plus `record_id`, `sample_index`, and the
+    """One row per image (a slot, attempt 0): the manifest's columns plus `record_id`, `slot_id` (the same
+    for attempt 0), `attempt`, `sample_index`, and the
     effective `seed`, `negative_prompt`, `guidance_scale`, `guidance_rescale`, `steps`, `width`,
     `height`, `init_image`, `mask_image` and `strength` (null without an init image).
 
@@ -119,4 +149,6 @@ def expand(manifest: pa.Table, spec: JobSpec) -> pa.Table:
         else:
             out = out.append_column(name, values)
     out = out.append_column("sample_index", pa.array(sample_index, pa.int32()))
-    return out.append_column("record_id", pa.array([record_id(r, k) for r, k in zip(ids, sample_index)], pa.string()))
+    slots = pa.array([record_id(r, k) for r, k in zip(ids, sample_index)], pa.string())
+    out = out.append_column("slot_id", slots).append_column("attempt", pa.array([0] * out.num_rows, pa.int32()))
+    return out.append_column("record_id", slots)

@@ -1,12 +1,17 @@
-"""Resume: which records an output already holds, made from the very inputs this run asks for.
+"""Resume: which images an output already holds, made from the very inputs this run asks for.
 
-A record is done when the index has a committed row for it (`written` or `rejected`) whose
-`fingerprint` (`diffgen.dataset.fingerprint`) equals the one the job and manifest give now, and whose
-input images (init, mask, control) still have the sha256 recorded beside their URIs. A
-committed record whose inputs differ is *changed*: by default the run refuses
-(`ChangedRecordsError`, naming how many and one example field), because skipping it would keep
-an image of other inputs under this run's name; `policy.changed_records: overwrite`
-(`--overwrite-changed`) makes it again. `failed` rows are never done: they are tried again.
+A slot (one image a manifest row asks for) is made in attempts: attempt 0 with the slot's seed, then,
+when an attempt is rejected by QC or fails in a way another seed can avoid (`replaceable`), attempt 1,
+2, ... with seeds derived from it, until one is written or `policy.max_attempts` is reached.
+
+An attempt is settled when the index has a row for it whose `fingerprint` (`diffgen.dataset.fingerprint`)
+equals the one the job and manifest give now, whose input images (init, mask, control) still have the
+sha256 recorded beside their URIs, and whose status decides it (written, rejected, or a replaceable
+failure). A settled attempt whose inputs differ is *changed*: by default the run refuses
+(`ChangedRecordsError`, naming how many and one example field), because skipping it would keep an
+image of other inputs under this run's name; `policy.changed_records: overwrite` (`--overwrite-changed`)
+makes the slot again from attempt 0. A transient failure (a store that was down) is tried again with
+the same seed on the next run.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import pyarrow as pa
 
 from diffgen.dataset import storage
 from diffgen.dataset.fingerprint import RECORD_FIELDS
+from diffgen.dataset.records import attempts_of
 from diffgen.schemas.record import RecordStatus
 
 _COMMITTED = (RecordStatus.WRITTEN.value, RecordStatus.REJECTED.value)
@@ -46,15 +52,18 @@ class Change:
 
 @dataclass(frozen=True)
 class ResumeState:
-    done: frozenset[str]  # record ids committed from the same inputs: skipped
-    changed: tuple[Change, ...]  # committed from other inputs: one per record
+    todo: pa.Table  # the attempt records to make now, with their fingerprints
+    expected: dict[str, str]  # record id -> fingerprint of every attempt the slots' chains hold now
+    changed: tuple[Change, ...]  # one per slot committed from other inputs
+    committed_slots: int  # slots with a committed attempt in the index
 
-    def refusal(self, output: str, committed: int) -> ChangedRecordsError:
+    def refusal(self, output: str) -> ChangedRecordsError:
         first = self.changed[0]
         return ChangedRecordsError(
-            f"{output}: {len(self.changed)} of {committed} committed record(s) were made from other inputs than "
-            f"this job and manifest give now, so resuming would keep their old images; first: {first.describe()}. "
-            "Regenerate them with --overwrite-changed (policy.changed_records: overwrite), or write to a new output"
+            f"{output}: {len(self.changed)} of {self.committed_slots} committed record(s) were made from other inputs "
+            f"than this job and manifest give now, so resuming would keep their old images; first: "
+            f"{first.describe()}. Regenerate them with --overwrite-changed (policy.changed_records: overwrite), "
+            "or write to a new output"
         )
 
 
@@ -100,47 +109,114 @@ def _explain(row: dict, record: dict, job: dict, control_columns: list[str]) -> 
     return "model configs, ControlNet settings or watermark setting", "(other)", "(other)"
 
 
+@dataclass(frozen=True)
+class Attempts:
+    """How a run makes a slot's images: replacements on or off, at most `max_attempts` each, and whether a
+    transient failure (a store that was down) is tried again with the same seed."""
+
+    replace: bool = True
+    max_attempts: int = 1
+    retry_failed: bool = True
+
+
 def resume_state(
-    records: pa.Table,
+    slots: pa.Table,
     index: pa.Table | None,
     job: dict,
     control_columns: list[str],
+    fingerprint: Callable[[pa.Table], pa.Table],
+    attempts: Attempts = Attempts(),
     *,
     read_sha256: Callable[[str], str | None] = content_sha256,
-    threads: int = 16,
 ) -> ResumeState:
-    """Compare the records a run asks for (with their `fingerprint`) against an output's index.
+    """Walk each slot's attempts through the output's index and say which attempt each slot needs now.
 
-    `job` is `diffgen.dataset.fingerprint.job_inputs(spec)`, used only to name what changed.
+    `slots` are `diffgen.dataset.records.expand`'s rows (attempt 0); `fingerprint` adds the `fingerprint`
+    column to attempt records; `job` is `diffgen.dataset.fingerprint.job_inputs(spec)`, used only to name
+    what changed. An attempt is settled by a committed row of the same fingerprint whose input images
+    still hash as recorded: written (the slot is filled), rejected for a reason no seed changes, or a
+    replaceable rejection or failure (the next attempt follows, up to `attempts.max_attempts`).
     """
+    by_record = _committed_rows(index, slots, control_columns, read_sha256)
+    expected: dict[str, str] = {}
+    todo: list[pa.Table] = []
+    changes: dict[str, Change] = {}
+    active = list(range(slots.num_rows))
+    for attempt in range(attempts.max_attempts):
+        if not active:
+            break
+        records = fingerprint(attempts_of(slots.take(pa.array(active, pa.int64())), attempt))
+        wanted = records.select([c for c in (*_WANTED, *control_columns) if c in records.column_names]).to_pylist()
+        make, follow = [], []
+        for k, (slot, record) in enumerate(zip(active, wanted)):
+            expected[record["record_id"]] = record["fingerprint"]
+            rows = by_record.get(record["record_id"], [])
+            same = [r for r in rows if r.get("fingerprint") == record["fingerprint"] and not r["_inputs_changed"]]
+            stale = [r for r in rows if r not in same and _settles(r)]
+            if stale and not same:
+                changes.setdefault(record["slot_id"], _change(stale[-1], record, job, control_columns))
+                make.append(k)
+                continue
+            outcome = _outcome(same, attempts)
+            if outcome == "make":
+                make.append(k)
+            elif outcome == "next":
+                follow.append(slot)
+        todo.append(records.take(pa.array(make, pa.int64())))
+        active = follow if attempts.replace else []
+    committed = len({r["slot_id"] for rows in by_record.values() for r in rows if _settles(r)})
+    todo_table = pa.concat_tables(todo) if todo else fingerprint(slots.slice(0, 0))
+    ordered = sorted(changes.values(), key=lambda c: (c.row_id, c.sample_index))
+    return ResumeState(todo_table, expected, tuple(ordered), committed)
+
+
+_WANTED = ("record_id", "slot_id", "id", "sample_index", "attempt", "fingerprint", *RECORD_FIELDS)
+
+
+def _settles(row: dict) -> bool:
+    """A row that decided its attempt: written, rejected, or failed in a way no retry of the same seed fixes."""
+    return row["status"] in _COMMITTED or bool(row.get("replaceable"))
+
+
+def _outcome(rows: list[dict], attempts: Attempts) -> str:
+    """What an attempt needs, from its committed rows of the same inputs: "make" it, go on to the "next"
+    attempt, or nothing more ("settled")."""
+    statuses = {r["status"] for r in rows}
+    if RecordStatus.WRITTEN.value in statuses:
+        return "settled"
+    if any(_settles(r) for r in rows):
+        return "next" if any(r.get("replaceable") for r in rows) else "settled"
+    if rows and not attempts.retry_failed:  # failed for a reason a retry may fix, but not again in this run
+        return "settled"
+    return "make"
+
+
+def _committed_rows(
+    index: pa.Table | None, slots: pa.Table, control_columns: list[str], read_sha256: Callable[[str], str | None]
+) -> dict[str, list[dict]]:
+    """The index rows of these slots by record id, oldest first, each marked `_inputs_changed` when one of
+    its input images no longer has the sha256 the row recorded."""
     if index is None or index.num_rows == 0:
-        return ResumeState(frozenset(), ())
-    wanted = {r["record_id"]: r for r in records.select(
-        [c for c in ("record_id", "id", "sample_index", "fingerprint", *RECORD_FIELDS, *control_columns)
-         if c in records.column_names]).to_pylist()}  # fmt: skip
-    matching: dict[str, dict] = {}
-    other: dict[str, dict] = {}
-    for row in index.to_pylist():
-        rid = row["record_id"]
-        if rid not in wanted or row["status"] not in _COMMITTED:
-            continue
-        if row.get("fingerprint") is not None and row["fingerprint"] == wanted[rid]["fingerprint"]:
-            matching[rid] = row
-        else:
-            other[rid] = row
-    images = {(u, h) for row in matching.values() for _, u, h in _input_images(row, control_columns)}
-    with ThreadPoolExecutor(threads) as pool:
+        return {}
+    wanted = set(slots.column("slot_id").to_pylist())
+    rows = [r for r in index.to_pylist() if (r.get("slot_id") or r["record_id"]) in wanted]
+    for r in rows:
+        r["slot_id"] = r.get("slot_id") or r["record_id"]  # an index made before attempts existed
+    images = {(u, h) for r in rows if r["status"] in _COMMITTED for _, u, h in _input_images(r, control_columns)}
+    with ThreadPoolExecutor(16) as pool:
         now = dict(zip([u for u, _ in images], pool.map(read_sha256, [u for u, _ in images])))
-    changes = []
-    for rid, row in matching.items():
-        moved = [(f, h, now[u]) for f, u, h in _input_images(row, control_columns) if now[u] != h]
-        if moved:
-            field, was, is_ = moved[0]
-            changes.append(Change(rid, row["id"], row["sample_index"], f"{field} content sha256", was, is_))
-    for rid, row in other.items():
-        if rid not in matching:
-            field, was, is_ = _explain(row, wanted[rid], job, control_columns)
-            changes.append(Change(rid, row["id"], row["sample_index"], field, was, is_))
-    changed_ids = {c.record_id for c in changes}
-    changes.sort(key=lambda c: (c.row_id, c.sample_index))
-    return ResumeState(frozenset(matching.keys() - changed_ids), tuple(changes))
+    by_record: dict[str, list[dict]] = {}
+    for r in sorted(rows, key=lambda r: r["created_at"] or 0):
+        moved = [(f, h, now[u]) for f, u, h in _input_images(r, control_columns) if u in now and now[u] != h]
+        r["_inputs_changed"] = moved[0] if moved else None
+        by_record.setdefault(r["record_id"], []).append(r)
+    return by_record
+
+
+def _change(row: dict, record: dict, job: dict, control_columns: list[str]) -> Change:
+    if row["_inputs_changed"] and row.get("fingerprint") == record["fingerprint"]:
+        field, was, now = row["_inputs_changed"]
+        field = f"{field} content sha256"
+    else:
+        field, was, now = _explain(row, record, job, control_columns)
+    return Change(record["record_id"], record["id"], record["sample_index"], field, was, now)

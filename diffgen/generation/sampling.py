@@ -86,7 +86,8 @@ class Result:
     """An RGB uint8 image (H, W, 3), or the reason there is none.
 
     `rejected` marks an input problem (nothing was sampled); otherwise an error means the
-    pipeline call failed. `pipeline_class` and `cfg` say what produced the image.
+    pipeline call failed. `replaceable`: another seed may well succeed (a non-finite output), so the
+    slot gets a new attempt. `pipeline_class` and `cfg` say what produced the image.
     """
 
     pixels: np.ndarray | None
@@ -94,6 +95,7 @@ class Result:
     rejected: bool = False
     pipeline_class: str | None = None
     cfg: bool | None = None
+    replaceable: bool = False
 
 
 def check(pipes: PipelineSet, r: Request) -> str | None:
@@ -182,7 +184,8 @@ def _to_uint8(images: np.ndarray, cls: str, cfg: bool) -> list[Result]:
     results = []
     for image in images:
         if not np.isfinite(image).all():
-            results.append(Result(None, "non_finite_output: the sampler produced NaN or Inf", False, cls, cfg))
+            results.append(Result(None, "non_finite_output: the sampler produced NaN or Inf", False, cls, cfg,
+                                  replaceable=True))  # fmt: skip
         else:
             results.append(Result((np.clip(image, 0.0, 1.0) * 255.0).round().astype(np.uint8), None, False, cls, cfg))
     return results

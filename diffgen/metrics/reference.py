@@ -32,6 +32,7 @@ from PIL import Image
 from diffgen.dataset import storage
 from diffgen.metrics.frechet import FeatureStats, FeatureStatsError
 from diffgen.metrics.image_checks import phash
+from diffgen.metrics.reservoir import Reservoir, ReservoirError, bottom_k
 
 if TYPE_CHECKING:
     from diffgen.metrics.backbones import Backbone
@@ -146,6 +147,50 @@ def reference_stats(
     return stats
 
 
+def reference_sample(
+    uri: str,
+    backbone: Backbone,
+    *,
+    capacity: int,
+    seed: int,
+    cache_uri: str | None = None,
+    image_column: str = "image",
+    batch_size: int = 64,
+) -> Reservoir:
+    """A seeded sample of at most `capacity` of the reference's feature vectors (for KID, CMMD and
+    precision/recall), keyed by each image's name inside the reference; cached like the statistics.
+    Only the chosen images are embedded."""
+    source = _Source(uri, image_column)
+    what = f"fid-sample-{_slug(backbone.name)}-{_slug(backbone.resize)}-{capacity}-{seed}.npz"
+    cache = _cache_uri(uri, what, cache_uri)
+    if storage.exists(cache):
+        try:
+            cached = Reservoir.from_bytes(storage.read_bytes(cache))
+        except ReservoirError as e:
+            log.warning("ignoring cached reference sample %s: %s", cache, e)
+        else:
+            if cached.offered == source.count and cached.backbone == backbone.name:
+                return cached
+    prefix = uri.rstrip("/") + "/"
+    names = [name.removeprefix(prefix) for name, _ in source.names()]
+    chosen = set(bottom_k(names, seed, capacity))
+    sample = Reservoir(backbone.name, backbone.resize, backbone.dim, capacity=capacity, seed=seed)
+    batch: list[tuple[str, np.ndarray]] = []
+    for name, image in source.images(only=chosen, prefix=prefix):
+        batch.append((name, image))
+        if len(batch) == batch_size:
+            sample.update([n for n, _ in batch], backbone.extract([a for _, a in batch]))
+            batch = []
+    if batch:
+        sample.update([n for n, _ in batch], backbone.extract([a for _, a in batch]))
+    sample.offered = source.count
+    try:
+        storage.write_bytes(cache, sample.to_bytes())
+    except Exception as e:  # as for the statistics: the sample is still good
+        log.warning("cannot cache the reference sample at %s (%s)", cache, e)
+    return sample
+
+
 def reference_hashes(
     uri: str, *, cache_uri: str | None = None, image_column: str = "image", refresh: bool = False
 ) -> tuple[list[str], list[int]]:
@@ -199,8 +244,22 @@ class _Source:
         with _parquet(uri) as parquet:
             return parquet.metadata.num_rows
 
-    def images(self) -> Iterator[tuple[str, np.ndarray]]:
-        """(name, RGB uint8 array) for every reference image, in a stable order."""
+    def names(self) -> Iterator[tuple[str, None]]:
+        """(name, None) for every reference image, in the order of `images`, decoding nothing."""
+        if not self.parquet:
+            yield from ((f, None) for f in self.files)
+            return
+        for f in self.files:
+            yield from ((f"{f}#row={row}", None) for row in range(self._rows(f)))
+
+    def images(self, only: set[str] | None = None, prefix: str = "") -> Iterator[tuple[str, np.ndarray]]:
+        """(name, RGB uint8 array) for every reference image, in a stable order; with `only`, just the
+        images whose name, less `prefix`, is in it (returned under that shorter name)."""
+        if only is not None:
+            for name, image in self.images():
+                if name.removeprefix(prefix) in only:
+                    yield name.removeprefix(prefix), image
+            return
         if not self.parquet:
             for f in self.files:
                 yield f, _decode(storage.read_bytes(f), f)

@@ -14,7 +14,10 @@ import logging
 from PIL import Image
 
 from diffgen.dataset import storage
+from diffgen.reporting.distribution_html import distribution_section
+from diffgen.reporting.utility_html import utility_section
 from diffgen.schemas.report import Example, QcReport, ScoreSummary
+from diffgen.schemas.utility import UtilityReport
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +125,26 @@ def _fid_section(report: QcReport) -> str:
     return head + _table(["group", "FID", "images", "reference images", "note"], rows, {1, 2, 3})
 
 
-def render_html(report: QcReport) -> str:
+def _fill_section(report: QcReport) -> str:
+    f = report.fill
+    if f is None:
+        return ""
+    o = f.overall
+    head = (f"<p><b>{o.filled}</b> of {o.slots} slots filled ({100 * o.rate:.1f} %) with {o.attempts} images made: "
+            f"{100 * f.first_attempt_acceptance:.1f} % accepted at the first attempt, {f.attempts_per_slot:.2f} "
+            f"attempts per slot; {f.rows_full} of {f.rows} rows full.</p>")  # fmt: skip
+    groups = ""
+    if f.groups:
+        rows = [[_e(k), str(g.slots), str(g.filled), str(g.attempts), f"{100 * g.rate:.1f} %"] for k, g in f.groups.items()]
+        groups = _table([f.group_by or "group", "slots", "filled", "attempts", "fill rate"], rows, {1, 2, 3, 4})
+    short = ""
+    if f.short_rows:
+        rows = [[_e(r.id), _e(r.group or ""), str(r.slots), str(r.filled)] for r in f.short_rows]
+        short = "<h3>Rows left short</h3>" + _table(["id", f.group_by or "group", "asked", "filled"], rows, {2, 3})
+    return f"<h2>Fill</h2>{head}{groups}{short}"
+
+
+def render_html(report: QcReport, utility: UtilityReport | None = None) -> str:
     t = report.thresholds
     counts = _table(["status", "images"], [[_e(k), str(v)] for k, v in report.counts.items()], {1})
     reasons = (_table(["reason", "images"], [[_e(k), str(v)] for k, v in report.reasons.items()], {1})
@@ -142,8 +164,10 @@ def render_html(report: QcReport) -> str:
 <h1>QC report · {_e(report.run_id or "")}</h1>
 <p class="muted">{_e(report.output)} · {_e(report.mode)} · {_e(report.created_at.isoformat())}</p>
 <h2>Counts</h2><div class="charts">{counts}{reasons}</div>{would}
+{_fill_section(report)}
 <h2>Scores</h2><div class="charts">{charts}</div>
-<h2>FID</h2>{_fid_section(report)}
+<h2>FID</h2>{_fid_section(report)}{distribution_section(report.distribution)}
+{"" if utility is None else utility_section(utility)}
 <h2>Highest {key}: {len(report.best)} written images</h2>{_grid(report.best, report.ranked_by)}
 <h2>Lowest {key}: {len(report.worst)} written images</h2>{_grid(report.worst, report.ranked_by)}
 <h2>Thresholds</h2>{_table(["setting", "value"], [[_e(k), _e(v)] for k, v in t.items()], set())}

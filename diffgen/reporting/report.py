@@ -10,20 +10,34 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
 import pyarrow as pa
 
 from diffgen.dataset import storage
-from diffgen.dataset.layout import QC_DIR, REPORT_HTML, REPORT_JSON
+from diffgen.dataset.layout import QC_DIR, REPORT_HTML, REPORT_JSON, UTILITY_JSON
 from diffgen.metrics.frechet import FeatureStats, FeatureStatsError, FrechetReference
+from diffgen.metrics.reservoir import Reservoir
+from diffgen.reporting.distribution import distribution_report
 from diffgen.reporting.html import render_html
 from diffgen.reporting.versions import package_versions
+from diffgen.schemas.distribution import DistributionReport
 from diffgen.schemas.qc import QcSpec
 from diffgen.schemas.record import RecordStatus
-from diffgen.schemas.report import Example, FidGroup, FidReport, Histogram, QcReport, ScoreSummary
+from diffgen.schemas.report import (
+    Example,
+    FidGroup,
+    FidReport,
+    FillGroup,
+    FillReport,
+    Histogram,
+    QcReport,
+    ScoreSummary,
+    ShortRow,
+)
+from diffgen.schemas.utility import UtilityReport
 from diffgen.stages.qc import ALL_GROUP
 
 log = logging.getLogger(__name__)
@@ -37,6 +51,9 @@ class QcEvidence:
     stats: dict[str, FeatureStats]
     covered: int
     reference: FeatureStats | None
+    samples: dict[str, Reservoir] = field(default_factory=dict)  # per FID group: KID, CMMD, precision/recall
+    label_samples: dict[str, Reservoir] = field(default_factory=dict)  # per utility label: the probes' features
+    reference_sample: Reservoir | None = None
 
 
 def summarize_scores(values: list[float], edges: tuple[float, float] | None = None) -> ScoreSummary:
@@ -102,6 +119,54 @@ def _examples(rows: list[dict], key: str, n: int, group_by: str | None) -> tuple
     return [example(r) for r in ranked[::-1][:n]], [example(r) for r in ranked[:n]]
 
 
+SHORT_ROWS_SHOWN = 50
+
+
+def fill_report(rows: list[dict], group_by: str | None) -> FillReport | None:
+    """Per slot (one image a row asks for, `slot_id`): filled or not, by which attempt; per manifest row and per
+    value of `group_by`. Rows of an index written before slots existed count as attempt 0 of their own slot."""
+    slots: dict[str, list[dict]] = {}
+    for r in rows:
+        slots.setdefault(r.get("slot_id") or r["record_id"], []).append(r)
+    if not slots:
+        return None
+    written = RecordStatus.WRITTEN.value
+    per_row: dict[str, list[int]] = {}
+    per_group: dict[str, list[int]] = {}
+    row_group: dict[str, str | None] = {}
+    first = 0
+    for attempts in slots.values():
+        filled = any(a["status"] == written for a in attempts)
+        first += any(a["status"] == written and not a.get("attempt") for a in attempts)
+        row_id = str(attempts[0].get("id"))
+        counts = per_row.setdefault(row_id, [0, 0, 0])
+        counts[0], counts[1], counts[2] = counts[0] + 1, counts[1] + filled, counts[2] + len(attempts)
+        if group_by is not None:
+            value = attempts[0].get(group_by)
+            group = "__null__" if value is None else str(value)
+            row_group[row_id] = group
+            g = per_group.setdefault(group, [0, 0, 0])
+            g[0], g[1], g[2] = g[0] + 1, g[1] + filled, g[2] + len(attempts)
+
+    def fill(c: list[int]) -> FillGroup:
+        return FillGroup(slots=c[0], filled=c[1], attempts=c[2], rate=round(c[1] / c[0], 6) if c[0] else 0.0)
+
+    total = [sum(c[i] for c in per_row.values()) for i in range(3)]
+    short = sorted(((rid, c) for rid, c in per_row.items() if c[1] < c[0]), key=lambda x: (x[1][1] / x[1][0], x[0]))
+    return FillReport(
+        overall=fill(total),
+        first_attempt_accepted=first,
+        first_attempt_acceptance=round(first / total[0], 6),
+        attempts_per_slot=round(total[2] / total[0], 6),
+        rows=len(per_row),
+        rows_full=len(per_row) - len(short),
+        short_rows=[ShortRow(id=rid, slots=c[0], filled=c[1], group=row_group.get(rid))
+                    for rid, c in short[:SHORT_ROWS_SHOWN]],  # fmt: skip
+        group_by=group_by,
+        groups={k: fill(v) for k, v in sorted(per_group.items())},
+    )
+
+
 def build_report(
     output: str,
     spec: QcSpec,
@@ -110,6 +175,7 @@ def build_report(
     *,
     created_at: datetime,
     rescored: pa.Table | None = None,
+    fill_by: str | None = None,
 ) -> QcReport:
     """The report of an output's index; with `rescored` (written rows scored again), a rescore report."""
     rows = index.to_pylist()
@@ -143,6 +209,8 @@ def build_report(
         },
         fid=fid_part,
         fid_note=fid_note,
+        fill=fill_report(rows, _fill_column(rows, fill_by or spec.fid_group_by)),
+        distribution=_distribution(spec, evidence, fid_part),
         ranked_by=key if best else None,
         best=best,
         worst=worst,
@@ -150,11 +218,25 @@ def build_report(
     )
 
 
+def _distribution(spec: QcSpec, evidence: QcEvidence, fid: FidReport | None) -> DistributionReport | None:
+    """KID, CMMD and precision/recall per group where FID was measured and a reference sample exists."""
+    if fid is None or evidence.reference_sample is None or ALL_GROUP not in evidence.samples:
+        return None
+    return distribution_report(evidence.samples, evidence.reference_sample, fid.reference)
+
+
+def _fill_column(rows: list[dict], column: str | None) -> str | None:
+    return column if column is not None and rows and column in rows[0] else None
+
+
 def write_report(report: QcReport) -> QcReport:
-    """Write `qc/report.json` and `qc/report.html` under the report's output; returns the report."""
+    """Write `qc/report.json` and `qc/report.html` under the report's output (the page with the output's
+    qc/utility.json, when it has one); returns the report."""
     output = report.output
     storage.write_bytes(storage.join(output, REPORT_JSON), report.model_dump_json(indent=2).encode())
-    storage.write_bytes(storage.join(output, REPORT_HTML), render_html(report).encode())
+    utility_uri = storage.join(output, UTILITY_JSON)
+    utility = UtilityReport.model_validate_json(storage.read_bytes(utility_uri)) if storage.exists(utility_uri) else None
+    storage.write_bytes(storage.join(output, REPORT_HTML), render_html(report, utility=utility).encode())
     overall = report.fid.groups[0].fid if report.fid else None
     log.info("QC report at %s: FID %s, %s", storage.join(output, QC_DIR), overall, report.reasons or "no rejections")
     return report

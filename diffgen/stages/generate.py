@@ -43,7 +43,7 @@ class _RowRejected(Exception):
 
 class GenerateStage:
     adds = (
-        "pixels", "status", "error", "cfg", "pipeline_class",
+        "pixels", "status", "error", "replaceable", "cfg", "pipeline_class",
         "init_image_sha256", "mask_image_sha256", "control_image_uris", "control_image_sha256",
         "prompt_truncated", "prompt_truncation",
     )  # fmt: skip
@@ -165,6 +165,7 @@ class GenerateStage:
             "pixels": pa.array([r.pixels.tobytes() if r.pixels is not None else None for r in results], pa.binary()),
             "status": pa.array([status(r) for r in results], pa.string()),
             "error": pa.array([r.error for r in results], pa.string()),
+            "replaceable": pa.array([r.replaceable if r.error is not None else None for r in results], pa.bool_()),
             "cfg": pa.array([r.cfg for r in results], pa.bool_()),
             "pipeline_class": pa.array([r.pipeline_class for r in results], pa.string()),
             "init_image_sha256": pa.array([sha(images, "init_image") for images, _ in inputs], pa.string()),

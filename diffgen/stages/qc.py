@@ -26,7 +26,8 @@ from diffgen.metrics.backbones import Backbone, ClipBackbone, load_backbone
 from diffgen.metrics.clip_score import ClipScorer
 from diffgen.metrics.frechet import FeatureStats
 from diffgen.metrics.image_checks import check_images, near_duplicates, reference_duplicates
-from diffgen.metrics.reference import load_stats, reference_hashes, reference_stats
+from diffgen.metrics.reference import load_stats, reference_hashes, reference_sample, reference_stats
+from diffgen.metrics.reservoir import Reservoir
 from diffgen.schemas.qc import QcSpec
 from diffgen.schemas.record import QC_REASON_TYPE, QcReason, RecordStatus, Rejection
 
@@ -36,7 +37,7 @@ NULL_GROUP = "__null__"
 
 class QcStage:
     reads = ("record_id", "prompt", "pixels", "status", "error", "width", "height")
-    adds = ("clip_score", "clip_truncated", "pixel_std", "phash", "qc_reasons")
+    adds = ("clip_score", "clip_truncated", "pixel_std", "phash", "qc_reasons", "replaceable")
 
     def __init__(self, spec: QcSpec, device: str = "cpu", *, fid_over: Literal["kept", "scored"] = "kept"):
         """`fid_over`: the images the FID statistics summarise. A run keeps statistics of the images it
@@ -47,7 +48,14 @@ class QcStage:
         self.fid_over = fid_over
         if spec.fid_group_by is not None:
             self.reads = (*QcStage.reads, spec.fid_group_by)
+        if spec.utility is not None and spec.utility.label_column not in self.reads:
+            self.reads = (*self.reads, spec.utility.label_column)
         self.stats: dict[str, FeatureStats] = {}
+        # Seeded feature samples (diffgen.metrics.reservoir): per FID group, of the FID backbone's features
+        # (KID, CMMD, precision/recall), and per utility label, of the CLIP embeddings (the utility probes).
+        self.samples: dict[str, Reservoir] = {}
+        self.label_samples: dict[str, Reservoir] = {}
+        self.reference_sample: Reservoir | None = None
         self.reference: FeatureStats | None = None
         self._reference_names: list[str] = []
         self._reference_hashes: list[int] = []
@@ -67,6 +75,9 @@ class QcStage:
             column = spec.reference_image_column
             self._reference_names, self._reference_hashes = reference_hashes(spec.reference, image_column=column)
             self.reference = reference_stats(spec.reference, self._backbone, image_column=column)
+            if spec.sample_size:
+                self.reference_sample = reference_sample(spec.reference, self._backbone, capacity=spec.sample_size,
+                                                         seed=spec.sample_seed, image_column=column)  # fmt: skip
         elif spec.reference_stats is not None:
             self.reference = load_stats(spec.reference_stats, self._backbone)
 
@@ -84,12 +95,13 @@ class QcStage:
         hashes: list[int | None] = [None] * n
         reasons: list[list[Rejection] | None] = [None] * n
         # A 'clip' FID backbone is the scorer's own model: its features are the score's image embeddings.
+        # The CLIP embeddings serve the score, a 'clip' backbone and the utility's samples: computed once.
         shared = self._scorer is not None and getattr(self._backbone, "clip", None) is self._scorer.clip
-        features = self._backbone.extract(images) if todo and shared else None
+        embedded = self._scorer.clip.image_embeddings(images) if todo and self._scorer is not None else None
+        features = embedded if shared else None
         if todo and self._scorer is not None:
             prompts = [rows[i]["prompt"] for i in todo]
-            scores = (self._scorer.score(images, prompts) if features is None
-                      else self._scorer.score_embedded(features, prompts))  # fmt: skip
+            scores = self._scorer.score_embedded(embedded, prompts)
             for i, s, t in zip(todo, scores, self._scorer.truncated(prompts)):
                 clip_score[i], truncated[i] = float(s), bool(t)
         threshold = self.spec.min_clip_score
@@ -119,11 +131,14 @@ class QcStage:
         for i in todo:
             if reasons[i]:
                 error = "qc: " + "; ".join(r.describe() for r in reasons[i])
-                rows[i].update(status=RecordStatus.REJECTED.value, error=error)
+                # Every QC reason is about this image, not its inputs: another seed may pass.
+                rows[i].update(status=RecordStatus.REJECTED.value, error=error, replaceable=True)
         kept = [k for k, i in enumerate(todo) if not reasons[i] or self.fid_over == "scored"]
         if kept:
             kept_features = self._backbone.extract([images[k] for k in kept]) if features is None else features[kept]
             self._update_stats(kept_features, [rows[todo[k]] for k in kept])
+            if self.spec.utility is not None:
+                self._update_labels(embedded[kept], [rows[todo[k]] for k in kept])
 
         out = batch.set_column(batch.schema.get_field_index("status"), "status",
                                pa.array([r["status"] for r in rows], pa.string()))  # fmt: skip
@@ -136,6 +151,7 @@ class QcStage:
             "phash": pa.array(hashes, pa.uint64()),
             "qc_reasons": pa.array([None if r is None else [x.to_row() for x in r] for r in reasons],
                                    pa.list_(QC_REASON_TYPE)),
+            "replaceable": pa.array([r.get("replaceable") for r in rows], pa.bool_()),
         }
         for name, column in added.items():
             if name in out.column_names:
@@ -154,3 +170,20 @@ class QcStage:
             if group not in self.stats:
                 self.stats[group] = FeatureStats(self._backbone.name, self._backbone.resize, self._backbone.dim)
             self.stats[group].update(features[members])
+            if self.spec.sample_size:
+                if group not in self.samples:
+                    self.samples[group] = Reservoir(self._backbone.name, self._backbone.resize, self._backbone.dim,
+                                                    capacity=self.spec.sample_size, seed=self.spec.sample_seed)
+                self.samples[group].update([rows[k]["record_id"] for k in members], features[members])
+
+    def _update_labels(self, embeddings: np.ndarray, rows: list[dict]) -> None:
+        utility, clip = self.spec.utility, self._scorer.clip
+        by_label: dict[str, list[int]] = {}
+        for k, row in enumerate(rows):
+            if row[utility.label_column] is not None:
+                by_label.setdefault(str(row[utility.label_column]), []).append(k)
+        for label, members in by_label.items():
+            if label not in self.label_samples:
+                self.label_samples[label] = Reservoir(clip.name, clip.resize, clip.dim,
+                                                      capacity=utility.max_per_class, seed=utility.seed)
+            self.label_samples[label].update([rows[k]["record_id"] for k in members], embeddings[members])

@@ -10,10 +10,16 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib.util
+import json
+import logging
+import os
 import re
 import shlex
+import shutil
+import subprocess
 import sys
 import tomllib
+import types
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -24,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
-# Objects the manifests use but do not define: created by hand, so infra/README.md must name them.
+# Objects the manifests use but do not define: created by hand, so infra/README.md must name them
+# (except the token Secret KubeRay makes for a RayCluster with token auth: `_kuberay_token_secret`).
 HAND_MADE = {"Secret", "PersistentVolumeClaim"}
 
 # Required field paths per kind. `a|b`: either will do; `[*]`: every item of a list (at least one).
@@ -164,6 +171,15 @@ def _of_kind(kind: str) -> list[tuple[str, dict, bool]]:
 
 def _defined(kind: str) -> dict[str, dict]:
     return {obj["metadata"]["name"]: obj for _, obj, tmpl in _of_kind(kind) if not tmpl}
+
+
+def _kuberay_token_secret(cluster: dict) -> tuple[str, bool] | None:
+    """(Secret name, made by KubeRay) holding the Ray auth token (key auth_token) of a RayCluster with token
+    auth: KubeRay makes one named after the cluster unless authOptions.secretName names one made by hand."""
+    auth = cluster["spec"].get("authOptions") or {}
+    if auth.get("mode") != "token":
+        return None
+    return (auth["secretName"], False) if auth.get("secretName") else (cluster["metadata"]["name"], True)
 
 
 # ----------------------------------------------------------------------------------- field paths
@@ -359,7 +375,10 @@ def test_referenced_objects_exist(label: str, obj: dict, is_template: bool) -> N
             assert mounts <= volumes, f"{label} {role}: {c['name']} mounts undefined volumes {mounts - volumes}"
         if "serviceAccountName" in pod:
             refs.append(("ServiceAccount", pod["serviceAccountName"]))
+        kuberay_made = {s[0] for c in _defined("RayCluster").values() if (s := _kuberay_token_secret(c)) and s[1]}
         for kind, name in refs:
+            if kind == "Secret" and name in kuberay_made:
+                continue
             if kind in HAND_MADE:
                 assert name in readme, (
                     f"{label} {role}: {kind} {name} is made by hand but infra/README.md never names it"
@@ -514,6 +533,147 @@ def test_cronjob_fills_in_every_placeholder_of_its_template(label: str, obj: dic
             inner_deadline = inner.get("spec", {}).get("activeDeadlineSeconds")
             if deadline and inner_deadline:
                 assert inner_deadline < deadline, f"{label}: the RayJob outlives the pod waiting for it"
+
+
+CRONJOBS = _of_kind("CronJob")
+CRONJOB_IDS = [x[0] for x in CRONJOBS]
+SETTLED_CODES = [2, 3, 4]  # diffgen's exit codes a retry cannot change (jobs/cli.py)
+
+
+def _rayjob_templates(pod: dict) -> list[dict]:
+    cms = [_defined("ConfigMap")[v["configMap"]["name"]] for v in pod.get("volumes") or [] if "configMap" in v]
+    return [inner for cm in cms for _, inner in _templates(cm) if inner["kind"] == "RayJob"]
+
+
+@pytest.mark.parametrize("label,obj,is_template", CRONJOBS, ids=CRONJOB_IDS)
+def test_cronjob_retries_only_an_infrastructure_failure(label: str, obj: dict, is_template: bool) -> None:
+    from diffgen.jobs import api
+
+    assert SETTLED_CODES == [api.EXIT_INVALID, api.EXIT_PARTIAL, api.EXIT_FAILED]
+    job = obj["spec"]["jobTemplate"]["spec"]
+    pod = job["template"]["spec"]
+    assert pod["restartPolicy"] == "Never", f"{label}: podFailurePolicy needs restartPolicy Never"
+    assert job.get("backoffLimit", 6) >= 1, f"{label}: backoffLimit 0 never retries an infrastructure failure"
+    rules = (job.get("podFailurePolicy") or {}).get("rules") or []
+    containers = [c["name"] for c in pod["containers"]]
+    fail_job = [r for r in rules if r["action"] == "FailJob" and "onExitCodes" in r]
+    assert fail_job, f"{label}: no podFailurePolicy rule fails the Job on exit codes {SETTLED_CODES}"
+    for rule in fail_job:
+        codes = rule["onExitCodes"]
+        assert codes["operator"] == "In" and sorted(codes["values"]) == SETTLED_CODES, (
+            f"{label}: FailJob on {codes}, want In {SETTLED_CODES}"
+        )
+        container = codes.get("containerName")
+        assert container in containers, f"{label}: FailJob names container {container}, not one of {containers}"
+    # Exit 1 must be left to backoffLimit (Count): no rule may fail the Job on it or ignore it.
+    for rule in rules:
+        codes = rule.get("onExitCodes")
+        if codes and rule["action"] != "Count":
+            hits_1 = 1 in codes["values"] if codes["operator"] == "In" else 1 not in codes["values"]
+            assert not hits_1, f"{label}: podFailurePolicy rule {rule} takes exit 1 away from a retry"
+
+
+@pytest.mark.parametrize("label,obj,is_template", CRONJOBS, ids=CRONJOB_IDS)
+def test_cronjob_reads_the_token_kuberay_keeps_for_the_cluster_it_selects(
+    label: str, obj: dict, is_template: bool
+) -> None:
+    pod = obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    clusters = {inner["spec"]["clusterSelector"]["ray.io/cluster"] for inner in _rayjob_templates(pod)}
+    assert len(clusters) == 1, f"{label}: its RayJob template selects clusters {clusters}, want one"
+    (name,) = clusters
+    secret = _kuberay_token_secret(_defined("RayCluster")[name])
+    assert secret, f"{label}: RayCluster {name} has no token auth (authOptions.mode token)"
+    script = _script(pod)
+    for c in pod["containers"]:
+        refs = {e["name"]: e["valueFrom"].get("secretKeyRef") for e in c.get("env") or [] if "valueFrom" in e}
+        token = refs.get("RAY_AUTH_TOKEN")
+        assert token == {"name": secret[0], "key": "auth_token"}, (
+            f"{label}: {c['name']} gets RAY_AUTH_TOKEN from {token}, want Secret {secret[0]} key auth_token"
+        )
+    assert 'Authorization: Bearer $RAY_AUTH_TOKEN' in script, f"{label}: the Jobs API call sends no bearer token"
+
+
+def _stub(folder: Path, name: str, body: str) -> None:
+    path = folder / name
+    path.write_text("#!/bin/sh\n" + f'echo "{name} $*" >> "$STUB_LOG"\n' + body)
+    path.chmod(0o755)
+
+
+NO_CODE = "a failed job without driver_exit_code"  # its entrypoint never ran
+UNREADABLE = ""  # the Jobs API cannot be read: the curl stub fails as curl -f does on a 401
+
+
+def _job_details(code: int | None) -> str:
+    """The body of GET /api/jobs/<id> as Ray's dashboard serves it (json.dumps of JobDetails.dict())."""
+    from ray.job_submission import JobDetails, JobStatus
+
+    info = JobDetails(type="SUBMISSION", job_id="02000000", submission_id="diffgen-nightly-x7k2p-abcde",
+                      entrypoint="python -m", status=JobStatus.FAILED, driver_exit_code=code)  # fmt: skip
+    return json.dumps(info.dict())
+
+
+@pytest.mark.parametrize(
+    ("deployment", "status", "reply", "expected"),
+    [
+        ("Complete", "SUCCEEDED", None, 0),  # reply None: the Jobs API must not be asked
+        ("Failed", "FAILED", 1, 1),
+        ("Failed", "FAILED", 2, 2),
+        ("Failed", "FAILED", 3, 3),
+        ("Failed", "FAILED", 4, 4),
+        ("Failed", "FAILED", -9, 1),  # the driver was killed
+        ("Failed", "FAILED", NO_CODE, 1),
+        ("Failed", "FAILED", UNREADABLE, 1),
+        ("Failed", "FAILED", "<html>502 Bad Gateway</html>", 1),
+        ("Failed", "STOPPED", None, 1),
+        ("ValidationFailed", "", None, 2),  # KubeRay rejected the RayJob itself
+    ],
+)
+def test_cronjob_script_exits_with_the_runs_code(tmp_path: Path, deployment, status, reply, expected) -> None:
+    if not shutil.which("jq"):
+        pytest.skip("jq is not installed here (the alpine/k8s image has it)")
+    (label, obj, _), *_ = CRONJOBS
+    pod = obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"][:2] == ["/bin/sh", "-c"], f"{label}: {container['command']}"
+    template_mount = next(m["mountPath"] for m in container["volumeMounts"] if m["name"] == "template")
+    (tmp_path / "template").mkdir()
+    for cm in [_defined("ConfigMap")[v["configMap"]["name"]] for v in pod["volumes"] if "configMap" in v]:
+        for key, text in cm["data"].items():
+            (tmp_path / "template" / key).write_text(text)
+    script = container["args"][0].replace(template_mount + "/", f"{tmp_path}/template/")
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    _stub(bin_, "kubectl", """case "$*" in
+  "create -f - -o name") cat > /dev/null; echo rayjob.ray.io/diffgen-nightly-x7k2p ;;
+  *"{.status.jobDeploymentStatus}"*) printf %s "$STUB_DEPLOYMENT" ;;
+  *"{.status.jobStatus}"*) printf %s "$STUB_STATUS" ;;
+  *"{.status.dashboardURL}"*) printf %s diffgen-head-svc.ray.svc.cluster.local:8265 ;;
+  *"{.status.jobId}"*) printf %s diffgen-nightly-x7k2p-abcde ;;
+esac
+""")
+    _stub(bin_, "curl", """if [ -z "$STUB_BODY" ]; then
+  echo "curl: (22) The requested URL returned error: 401" >&2; exit 22
+fi
+printf %s "$STUB_BODY"
+""")
+    log = tmp_path / "calls.log"
+    body = _job_details(None if reply == NO_CODE else reply) if isinstance(reply, int) or reply == NO_CODE else reply
+    env = {**os.environ, "PATH": f"{bin_}{os.pathsep}{os.environ['PATH']}", "STUB_LOG": str(log), "HOME": str(tmp_path),
+           "STUB_DEPLOYMENT": deployment, "STUB_STATUS": status, "STUB_BODY": body or "", "RAY_AUTH_TOKEN": "s3cret"}
+    result = subprocess.run(["/bin/sh", "-c", script], env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == expected, f"{label}: exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    calls = log.read_text().splitlines()
+    assert calls[0].startswith("kubectl create"), calls
+    api_calls = [c for c in calls if c.startswith("curl ")]
+    if reply is None:
+        assert not api_calls, f"{label}: asks the Jobs API when the Ray job did not fail: {api_calls}"
+    else:
+        (call,) = api_calls
+        assert "Authorization: Bearer s3cret" in call, call
+        url = "http://diffgen-head-svc.ray.svc.cluster.local:8265/api/jobs/diffgen-nightly-x7k2p-abcde"
+        assert call.endswith(f" {url}"), call
+    cleaned = [c for c in calls if c.startswith("kubectl get rayjobs")]
+    assert bool(cleaned) == (expected == 0), f"{label}: earlier nights are cleaned up only after a success"
 
 
 # ------------------------------------------------------------------------------ cluster launcher
@@ -720,3 +880,128 @@ def test_airflow_dag_commands_parse_with_the_real_cli(monkeypatch: pytest.Monkey
         checked += 1
     if not checked:
         pytest.skip(f"diffgen.jobs.cli has none of the DAG's subcommands yet (has: {', '.join(available)})")
+
+
+def _import_dag_with_fake_airflow(monkeypatch: pytest.MonkeyPatch):
+    """The DAG module against stand-ins for Airflow 3's modules that record what the DAG builds."""
+
+    class Dag:
+        current = None
+
+        def __init__(self, **kwargs: Any) -> None:
+            self.kwargs, self.tasks = kwargs, []
+
+        def __enter__(self) -> Dag:
+            Dag.current = self
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            Dag.current = None
+
+    class Operator:
+        def __init__(self, **kwargs: Any) -> None:
+            self.kwargs, self.downstream = kwargs, []
+            Dag.current.tasks.append(self)
+
+        def __rshift__(self, other: Operator) -> Operator:
+            self.downstream.append(other)
+            return other
+
+    class AirflowException(Exception):
+        pass
+
+    class AirflowFailException(AirflowException):
+        pass
+
+    names = ["airflow", "airflow.sdk", "airflow.exceptions", "airflow.providers", "airflow.providers.standard",
+             "airflow.providers.standard.operators", "airflow.providers.standard.operators.python"]  # fmt: skip
+    fakes = {name: types.ModuleType(name) for name in names}
+    fakes["airflow.sdk"].DAG = Dag
+    fakes["airflow.providers.standard.operators.python"].PythonOperator = Operator
+    fakes["airflow.exceptions"].AirflowException = AirflowException
+    fakes["airflow.exceptions"].AirflowFailException = AirflowFailException
+    for name in [m for m in sys.modules if m == "airflow" or m.startswith("airflow.")]:
+        monkeypatch.delitem(sys.modules, name)
+    for name, module in fakes.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    spec = importlib.util.spec_from_file_location("diffgen_dag", INFRA / "airflow" / "diffgen_dag.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module, fakes["airflow.exceptions"]
+
+
+def test_airflow_dag_knows_diffgens_exit_codes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from diffgen.jobs import api
+
+    module = _import_dag_without_airflow(monkeypatch)
+    codes = [api.EXIT_OK, api.EXIT_INFRA, api.EXIT_INVALID, api.EXIT_PARTIAL, api.EXIT_FAILED]
+    assert sorted(module.EXIT_MEANINGS) == codes
+    assert module.FINAL == {api.EXIT_INVALID, api.EXIT_PARTIAL, api.EXIT_FAILED}
+
+
+@pytest.mark.parametrize(
+    ("code", "retried", "words"),
+    [
+        (0, None, None),
+        (1, True, "infrastructure"),
+        (2, False, "invalid input"),
+        (3, False, "require_full"),
+        (4, False, "max_lost_fraction"),
+        (137, True, "not a diffgen exit code"),  # the shell's report of a child killed by SIGKILL
+        (-9, True, "killed by signal 9"),  # the shell itself killed
+        (5, True, "not a diffgen exit code"),
+    ],
+)
+def test_airflow_maps_each_exit_code_to_retry_or_not(monkeypatch: pytest.MonkeyPatch, code, retried, words) -> None:
+    module = _import_dag_without_airflow(monkeypatch)
+    error = module.failure("submit", code)
+    if retried is None:
+        assert error is None
+        return
+    assert isinstance(error, module.AirflowException) and isinstance(error, RuntimeError)
+    assert isinstance(error, module.AirflowFailException) is not retried
+    assert f"submit exited {code}" in str(error) and words in str(error), str(error)
+
+
+@pytest.mark.parametrize(("code", "retried"), [(0, None), (1, True), (2, False), (3, False), (4, False)])
+def test_airflow_step_raises_by_the_exit_code_of_its_command(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, code: int, retried: bool | None
+) -> None:
+    module = _import_dag_without_airflow(monkeypatch)
+    monkeypatch.setenv("FROM_THE_WORKER", "worker")
+    command = 'echo "$FROM_THE_WORKER/$FROM_THE_STEP"; echo to-stderr >&2; exit ' + str(code)
+    with caplog.at_level(logging.INFO):
+        if retried is None:
+            assert module.run_step("validate", command, {"FROM_THE_STEP": "step"}) is None
+        else:
+            with pytest.raises(module.AirflowException, match=f"validate exited {code}") as raised:
+                module.run_step("validate", command, {"FROM_THE_STEP": "step"})
+            assert isinstance(raised.value, module.AirflowFailException) is not retried
+    assert "worker/step" in caplog.messages and "to-stderr" in caplog.messages
+
+
+def test_airflow_step_killed_by_a_signal_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = _import_dag_without_airflow(monkeypatch)
+    with pytest.raises(module.AirflowException, match="killed by signal 9") as raised:
+        module.run_step("submit", "kill -9 $$", {})
+    assert not isinstance(raised.value, module.AirflowFailException)
+
+
+def test_airflow_dag_runs_every_step_through_the_exit_code_mapping(monkeypatch: pytest.MonkeyPatch) -> None:
+    module, exceptions = _import_dag_with_fake_airflow(monkeypatch)
+    dag = module.dag
+    assert dag is not None and dag.kwargs["default_args"]["retries"] >= 1, "nothing left to retry an exit 1"
+    assert [t.kwargs["task_id"] for t in dag.tasks] == [task_id for task_id, _ in module.COMMANDS]
+    for task, (task_id, command) in zip(dag.tasks, module.COMMANDS, strict=True):
+        assert task.kwargs["python_callable"] is module.run_step
+        # op_kwargs is a templated field of PythonOperator: Airflow renders the Jinja in ENV.
+        assert task.kwargs["op_kwargs"] == {"step": task_id, "command": command, "env": module.ENV}
+    for upstream, downstream in zip(dag.tasks, dag.tasks[1:]):
+        assert upstream.downstream == [downstream]
+    # With Airflow present the step raises Airflow's own exceptions, which its task runner acts on.
+    assert module.AirflowFailException is exceptions.AirflowFailException
+    with pytest.raises(exceptions.AirflowFailException, match="submit exited 3"):
+        module.run_step("submit", "exit 3", {})
+    with pytest.raises(exceptions.AirflowException, match="submit exited 1") as raised:
+        module.run_step("submit", "exit 1", {})
+    assert not isinstance(raised.value, exceptions.AirflowFailException)

@@ -86,3 +86,29 @@ def test_verify_command_reports_a_flipped_byte(tmp_path, capsys):
     bad = tmp_path / "bad.png"
     bad.write_bytes(bytes(data))
     assert main(["verify", str(good), str(bad)]) == api.EXIT_FAILED
+
+
+@pytest.mark.parametrize(
+    "status,lost,require_full,code",
+    [
+        ("complete", 0, False, api.EXIT_OK),
+        ("complete", 0, True, api.EXIT_OK),
+        ("partial", 1, False, api.EXIT_OK),  # within max_lost_fraction after replacement: met its policy
+        ("partial", 1, True, api.EXIT_PARTIAL),  # require_full / --strict
+        ("failed", 9, False, api.EXIT_FAILED),
+        ("failed", 9, True, api.EXIT_FAILED),
+    ],
+)
+def test_exit_code_follows_the_run_summary(status, lost, require_full, code):
+    """One rule from run.json's summary to the exit code (the replacement tests check it on real runs)."""
+    from datetime import UTC, datetime
+
+    from diffgen.schemas.run import RunCounts, RunSummary
+
+    counts = RunCounts(manifest_rows=10, invalid_rows=0, images_expected=10, images_written=10 - lost, rejected=lost,
+                       failed=0, unfilled={"clip_score": lost} if lost else {})  # fmt: skip
+    met = status == "complete" or (status == "partial" and not require_full)
+    now = datetime.now(UTC)
+    summary = RunSummary(run_id="r", status=status, met_policy=met, manifest="m", output="o", job={}, counts=counts,
+                         started_at=now, finished_at=now, wall_time_s=1.0, images_per_second=1.0, versions={})  # fmt: skip
+    assert api.exit_code_of(summary) == code

@@ -34,6 +34,7 @@ def test_run_writes_images_index_and_summary(ray_cluster, tmp_path, tiny_sd):
     summary = json.loads(result.stdout)
     assert summary["counts"] == {
         "manifest_rows": 4, "invalid_rows": 0, "images_expected": 6, "images_written": 6, "rejected": 0, "failed": 0,
+        "attempts": 6, "replaced": 0, "unfilled": {}, "groups": None,
     }  # fmt: skip
     assert summary["job"]["sampler"]["steps"] == 3
     assert json.loads((out / "run.json").read_text())["counts"] == summary["counts"]

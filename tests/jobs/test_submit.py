@@ -212,8 +212,10 @@ def test_a_manifest_with_relative_image_paths_is_not_uploaded_alone(tmp_path, ti
     ("status", "code", "expected"),
     [
         ("SUCCEEDED", 0, 0),
-        ("FAILED", 3, 3),
+        ("FAILED", 1, 1),
         ("FAILED", 2, 2),
+        ("FAILED", 3, 3),
+        ("FAILED", 4, 4),
         ("FAILED", None, 1),
         ("FAILED", -9, 1),
         ("STOPPED", None, 1),

@@ -28,14 +28,16 @@ def test_clip_threshold_rejects_and_counts_agree_with_the_index(ray_cluster, tmp
     summary = run(load_job_spec(job, manifest=str(manifest), output=str(tmp_path / "out")))
 
     index = read_index(str(tmp_path / "out")).to_pylist()
-    assert len(index) == 6
+    # No image can pass: each of the 6 slots uses its 4 attempts (policy.max_attempts), all kept in the index.
+    assert len(index) == 24 and sorted(r["attempt"] for r in index) == sorted([0, 1, 2, 3] * 6)
     for row in index:
         assert row["status"] == "rejected" and row["image_uri"] is None
         assert row["error"].startswith("qc: clip_score") and 0 <= row["clip_score"] < 99.9
         assert row["phash"] is not None and row["qc_reasons"][0]["reason"] == "clip_score"
     c = summary.counts
     assert (c.images_expected, c.images_written, c.rejected, c.failed) == (6, 0, 6, 0)
-    assert summary.status == "failed"
+    assert (c.attempts, c.replaced, c.unfilled) == (24, 0, {"clip_score": 6})
+    assert summary.status == "failed" and not summary.met_policy
     assert json.loads((tmp_path / "out" / "run.json").read_text())["counts"]["rejected"] == 6
 
 

@@ -161,3 +161,37 @@ def test_a_missing_image_costs_its_thumbnail_not_the_report(output):
     write_report(build_report(out, QcSpec(report_examples=1), index, QcEvidence({}, 0, None), created_at=NOW))
     page = storage.read_bytes(storage.join(out, "qc", "report.html")).decode()
     assert "image unreadable" in page
+
+
+def test_fill_counts_slots_attempts_rows_and_groups_and_the_page_shows_them(tmp_path):
+    """Row a: 2 slots, one filled at attempt 0, one by attempt 2; row b: 1 slot out of attempts; row c: old index
+    rows without slot columns count as attempt 0 of their own slot."""
+    def row(rid, slot, attempt, status, row_id, label):
+        return {"record_id": rid, "slot_id": slot, "attempt": attempt, "status": status, "id": row_id,
+                "label": label, "run_id": "r", "image_uri": None, "clip_score": None, "pixel_std": None,
+                "qc_reasons": None}  # fmt: skip
+
+    rows = [row("s1", "s1", 0, "written", "a", "cat"),
+            row("s2", "s2", 0, "rejected", "a", "cat"), row("s2b", "s2", 1, "rejected", "a", "cat"),
+            row("s2c", "s2", 2, "written", "a", "cat"),
+            row("s3", "s3", 0, "rejected", "b", "dog"), row("s3b", "s3", 1, "failed", "b", "dog"),
+            row("s4", None, None, "written", "c", "dog")]  # fmt: skip
+    index = pa.Table.from_pylist(rows)
+    out = str(tmp_path / "out")
+    report = build_report(out, QcSpec(enabled=True), index, QcEvidence({}, 0, None), created_at=NOW, fill_by="label")
+    f = report.fill
+    assert (f.overall.slots, f.overall.filled, f.overall.attempts) == (4, 3, 7)
+    assert (f.first_attempt_accepted, f.first_attempt_acceptance, f.attempts_per_slot) == (2, 0.5, 1.75)
+    assert (f.rows, f.rows_full) == (3, 2) and [(r.id, r.slots, r.filled, r.group) for r in f.short_rows] == [
+        ("b", 1, 0, "dog")]
+    assert {k: (g.slots, g.filled, g.attempts) for k, g in f.groups.items()} == {"cat": (2, 2, 4), "dog": (2, 1, 3)}
+    assert f.groups["dog"].rate == 0.5
+    # Without fill_by the groups follow qc.fid_group_by; a column the index lacks gives none.
+    assert build_report(out, QcSpec(enabled=True, fid_group_by="label"), index, QcEvidence({}, 0, None),
+                        created_at=NOW).fill.group_by == "label"  # fmt: skip
+    assert build_report(out, QcSpec(enabled=True), index, QcEvidence({}, 0, None), created_at=NOW,
+                        fill_by="colour").fill.groups == {}  # fmt: skip
+    write_report(report)
+    page = (tmp_path / "out" / "qc" / "report.html").read_text()
+    assert "<b>3</b> of 4 slots filled (75.0 %) with 7 images made: 50.0 % accepted at the first attempt" in page
+    assert "Rows left short" in page and "<td>dog</td>" in page

@@ -1,16 +1,18 @@
 """The write stage's provenance: watermark, PNG text + XMP, C2PA, read back from the written bytes."""
 
+import numpy as np
 import pyarrow as pa
 
 from diffgen.dataset import storage
 from diffgen.dataset.records import expand
 from diffgen.provenance import watermark
 from diffgen.provenance.c2pa import load_credentials
+from diffgen.provenance.png import decode_png
 from diffgen.provenance.record import read_png_provenance
 from diffgen.provenance.verify import verify_image
 from diffgen.schemas.job import JobSpec
 from diffgen.stages.generate import GenerateStage
-from diffgen.stages.write import WriteStage
+from diffgen.stages.write import MIN_WATERMARK_PSNR, WriteStage, psnr
 from tests.diffgen.provenance.c2pa_certs import make_pki
 
 
@@ -73,3 +75,38 @@ def test_c2pa_signed_images_verify_against_the_test_ca(tiny_sd, tmp_path):
     assert report.ok, report.summary_lines()
     data[len(data) // 2] ^= 0xFF
     assert not verify_image(bytes(data), trust_anchors_pem=pki.ca_pem, require_c2pa=True).ok
+
+
+def _flat_with_a_square(seed: int) -> np.ndarray:
+    """A flat 64x64 background with a 12x12 square: the kind of image whose mark may not read back at once."""
+    r = np.random.default_rng(seed)
+    img = np.full((64, 64, 3), r.integers(0, 256, 3), np.uint8)
+    y, x = r.integers(8, 56, 2)
+    img[y - 6 : y + 6, x - 6 : x + 6] = r.integers(0, 256, 3)
+    return img
+
+
+def test_a_mark_that_does_not_read_back_is_embedded_again_or_fails_as_replaceable(tiny_sd, tmp_path):
+    """Image 78: one embedding does not read back, a second does (about 40 dB): written with 2 embeddings.
+    Image 45: the second embedding would read back, but under the 35 dB floor: a replaceable failure.
+    Image 0 reads back at once."""
+    spec = _spec(tiny_sd, 64)
+    batch = _generated(spec)
+    batch = pa.concat_tables([batch, batch.slice(0, 1)])
+    images = [_flat_with_a_square(s) for s in (0, 78, 45)]
+    ids = ["mark-once", "mark-twice", "mark-too-loud"]
+    batch = batch.set_column(batch.column_names.index("pixels"), "pixels", pa.array([i.tobytes() for i in images]))
+    batch = batch.set_column(batch.column_names.index("record_id"), "record_id", pa.array(ids))
+    for record_id, image in zip(ids, images):  # the seeds behave as the docstring says for these payloads
+        once = watermark.embed(image, watermark.payload_for("prov", record_id))
+        assert (watermark.extract(once) == watermark.payload_for("prov", record_id)) == (record_id == "mark-once")
+    rows = {r["record_id"]: r for r in WriteStage(spec, str(tmp_path), "prov")(batch).to_pylist()}
+    assert (rows["mark-once"]["status"], rows["mark-once"]["watermark_embeds"]) == ("written", 1)
+    twice = rows["mark-twice"]
+    assert (twice["status"], twice["watermark_embeds"], twice["watermark_ok"]) == ("written", 2, True)
+    written = decode_png(storage.read_bytes(twice["image_uri"]))[0]
+    assert watermark.extract(written) == watermark.payload_for("prov", "mark-twice")
+    assert psnr(written, images[1]) >= MIN_WATERMARK_PSNR
+    loud = rows["mark-too-loud"]
+    assert (loud["status"], loud["replaceable"], loud["image_uri"]) == ("failed", True, None)
+    assert loud["error"].startswith("watermark_verify_failed: bit accuracy") and "after 1 embedding(s)" in loud["error"]
