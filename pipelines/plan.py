@@ -219,7 +219,8 @@ def check_input_images(records: pa.Table, spec: JobSpec, *, threads: int = 16) -
 
 
 def check_resources(spec: JobSpec) -> None:
-    """The cluster the run will use can hold its actors, where the pre-flight can see it (`diffgen.pipelines.resources`)."""
+    """The cluster the run will use can hold its actors, where the pre-flight can see it
+    (`diffgen.pipelines.resources`)."""
     nodes = visible_nodes()
     why = shortfall(demands(spec), nodes) if nodes is not None else None
     if why is not None:

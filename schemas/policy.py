@@ -31,7 +31,9 @@ class PolicySpec(BaseModel):
         "derived from the slot's seed and the attempt number, until the slot has a written image or "
         "max_attempts is reached. Every attempt stays in the index.",
     )
-    max_attempts: int = Field(default=4, ge=1, le=32, description="Attempts per slot (image) at most, the first included.")
+    max_attempts: int = Field(
+        default=4, ge=1, le=32, description="Attempts per slot (image) at most, the first included."
+    )
     fill_by: str | None = Field(
         default=None,
         min_length=1,

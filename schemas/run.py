@@ -28,7 +28,9 @@ class RunCounts(BaseModel):
     images_written: int = Field(ge=0, description="Slots (images asked for) with a written image.")
     rejected: int = Field(ge=0, description="Slots left without an image whose last attempt was rejected.")
     failed: int = Field(ge=0, description="Slots left without an image whose last attempt failed (or never ran).")
-    attempts: int = Field(default=0, ge=0, description="Images generated for the expected slots, replacements included.")
+    attempts: int = Field(
+        default=0, ge=0, description="Images generated for the expected slots, replacements included."
+    )
     replaced: int = Field(default=0, ge=0, description="Slots whose written image is a replacement (attempt > 0).")
     unfilled: dict[str, int] = Field(
         default_factory=dict, description="Slots left without an image, by the reason of their last attempt."

@@ -135,7 +135,8 @@ def _fill_section(report: QcReport) -> str:
             f"attempts per slot; {f.rows_full} of {f.rows} rows full.</p>")  # fmt: skip
     groups = ""
     if f.groups:
-        rows = [[_e(k), str(g.slots), str(g.filled), str(g.attempts), f"{100 * g.rate:.1f} %"] for k, g in f.groups.items()]
+        rows = [[_e(k), str(g.slots), str(g.filled), str(g.attempts), f"{100 * g.rate:.1f} %"]
+                for k, g in f.groups.items()]  # fmt: skip
         groups = _table([f.group_by or "group", "slots", "filled", "attempts", "fill rate"], rows, {1, 2, 3, 4})
     short = ""
     if f.short_rows:

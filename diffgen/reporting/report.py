@@ -235,7 +235,9 @@ def write_report(report: QcReport) -> QcReport:
     output = report.output
     storage.write_bytes(storage.join(output, REPORT_JSON), report.model_dump_json(indent=2).encode())
     utility_uri = storage.join(output, UTILITY_JSON)
-    utility = UtilityReport.model_validate_json(storage.read_bytes(utility_uri)) if storage.exists(utility_uri) else None
+    utility = None
+    if storage.exists(utility_uri):
+        utility = UtilityReport.model_validate_json(storage.read_bytes(utility_uri))
     storage.write_bytes(storage.join(output, REPORT_HTML), render_html(report, utility=utility).encode())
     overall = report.fid.groups[0].fid if report.fid else None
     log.info("QC report at %s: FID %s, %s", storage.join(output, QC_DIR), overall, report.reasons or "no rejections")

@@ -109,6 +109,7 @@ def test_exit_code_follows_the_run_summary(status, lost, require_full, code):
                        failed=0, unfilled={"clip_score": lost} if lost else {})  # fmt: skip
     met = status == "complete" or (status == "partial" and not require_full)
     now = datetime.now(UTC)
-    summary = RunSummary(run_id="r", status=status, met_policy=met, manifest="m", output="o", job={}, counts=counts,
-                         started_at=now, finished_at=now, wall_time_s=1.0, images_per_second=1.0, versions={})  # fmt: skip
+    summary = RunSummary(run_id="r", status=status, met_policy=met, manifest="m", output="o", job={},
+                         counts=counts, started_at=now, finished_at=now, wall_time_s=1.0, images_per_second=1.0,
+                         versions={})  # fmt: skip
     assert api.exit_code_of(summary) == code
