@@ -175,3 +175,33 @@ def test_a_missing_fid_group_by_column_fails_the_plan_naming_the_field(tmp_path,
                  policy={"invalid_rows": "skip", "max_images_per_row": 10})  # fmt: skip
     with pytest.raises(JobSpecError, match=r"qc.fid_group_by: the manifest has no column 'label' \(it has id, "):
         plan(spec)
+
+
+def _real_set(root, counts: dict[str, int]) -> str:
+    rng = np.random.default_rng(0)
+    for label, n in counts.items():
+        for i in range(n):
+            storage.write_bytes(str(root / label / f"{i}.png"), encode_png(rng.integers(0, 256, (16, 16, 3), np.uint8)))
+    return str(root)
+
+
+def _utility_spec(tmp_path, tiny_sd, tiny_clip, real: str, rows: list[dict]):
+    manifest = write_manifest(tmp_path / "m.parquet", rows)
+    qc = {"enabled": True, "clip_model": str(tiny_clip), "utility": {"real": real}}
+    return load_job_spec(write_job(tmp_path / "job.yaml", tiny_sd, qc=qc), manifest=str(manifest),
+                         output=str(tmp_path / "out"))  # fmt: skip
+
+
+def test_the_utility_real_set_is_checked_against_the_manifest_before_any_model_loads(tmp_path, tiny_sd, tiny_clip):
+    labelled = [{"id": f"r{i}", "prompt": "a shape", "label": "ab"[i % 2]} for i in range(4)]
+    real = _real_set(tmp_path / "real", {"a": 2, "b": 2})
+    assert plan(_utility_spec(tmp_path, tiny_sd, tiny_clip, real, labelled)).todo.num_rows == 4
+    unlabelled = [{"id": "r0", "prompt": "a shape"}]
+    with pytest.raises(JobSpecError, match="qc.utility.label_column: the manifest has no column 'label'"):
+        plan(_utility_spec(tmp_path, tiny_sd, tiny_clip, real, unlabelled))
+    apart = _real_set(tmp_path / "apart", {"x": 2, "y": 2})
+    with pytest.raises(JobSpecError, match=r"labels do not overlap: column 'label' has \['a', 'b'\]"):
+        plan(_utility_spec(tmp_path, tiny_sd, tiny_clip, apart, labelled))
+    storage.write_bytes(str(tmp_path / "real" / "b" / "broken.png"), b"not a png")
+    with pytest.raises(JobSpecError, match="b/broken.png cannot be read"):
+        plan(_utility_spec(tmp_path, tiny_sd, tiny_clip, real, labelled))

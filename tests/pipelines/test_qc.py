@@ -1,6 +1,7 @@
 """The QC stage inside the real pipeline: CLIP-score threshold rejections reconcile with run.json."""
 
 import json
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -99,3 +100,48 @@ def test_diffgen_qc_rescores_an_old_output_without_touching_its_index(ray_cluste
     assert report.fid.groups[0].count == written
     assert read_index(str(out)).equals(before)
     assert json.loads((out / "qc" / "report.json").read_text())["would_reject"] == report.would_reject
+
+
+def _labelled_real(root, counts: dict[str, int], size=32) -> str:
+    rng = np.random.default_rng(9)
+    for label, n in counts.items():
+        for i in range(n):
+            storage.write_bytes(str(root / label / f"{label}-{i}.png"),
+                                encode_png(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)))  # fmt: skip
+    return str(root)
+
+
+def test_a_run_with_utility_scores_from_the_actors_samples_and_reports_kid_cmmd_prdc(
+    ray_cluster, tmp_path, tiny_sd, tiny_clip, caplog
+):
+    import logging
+
+    from diffgen.schemas.utility import UtilityReport
+
+    rows = [{"id": f"r{i}", "prompt": f"a shape {i}", "num_images": 2, "label": "ab"[i % 2]} for i in range(6)]
+    manifest = write_manifest(tmp_path / "m.parquet", rows)
+    utility = {"real": _labelled_real(tmp_path / "real", {"a": 4, "b": 4, "c": 2}), "few_shot": 1, "resamples": 100}
+    qc = {"enabled": True, "clip_model": str(tiny_clip), "fid_backbone": "clip", "fid_group_by": "label",
+          "reference": _reference(tmp_path / "ref"), "utility": utility}  # fmt: skip
+    out = tmp_path / "out"
+    caplog.set_level(logging.INFO, logger="diffgen.reporting.utility")
+    summary = run(load_job_spec(write_job(tmp_path / "job.yaml", tiny_sd, qc=qc), manifest=str(manifest),
+                                output=str(out)))  # fmt: skip
+
+    written = Counter(r["label"] for r in read_index(str(out)).to_pylist() if r["status"] == "written")
+    assert sum(written.values()) == summary.counts.images_written >= 4
+    u = UtilityReport.model_validate_json((out / "qc" / "utility.json").read_text())
+    assert u.classes == ["a", "b"] and u.real_only == ["c"] and u.synthetic_images == dict(written)
+    assert u.backbone.startswith("clip:") and [p.name for p in u.probes] == [
+        "synthetic", "real", "few_shot", "few_shot_plus_synthetic"]  # fmt: skip
+    assert "embedding a sample" not in caplog.text  # the QC actors' samples were used, not a second pass
+    report = json.loads((out / "qc" / "report.json").read_text())
+    dist = report["distribution"]
+    assert dist["backbone"] == u.backbone and dist["reference_sample_count"] == 12
+    groups = {g["group"]: g for g in dist["groups"]}
+    assert set(groups) == {"__all__", *written} and groups["__all__"]["sample_count"] == sum(written.values())
+    everything = groups["__all__"]
+    assert everything["kid"] is not None and everything["cmmd"] is not None
+    assert all(0 <= everything[m] <= 1 for m in ("precision", "recall", "coverage"))
+    html = (out / "qc" / "report.html").read_text()
+    assert "Linear probes on" in html and "KID" in html

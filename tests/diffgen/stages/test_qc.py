@@ -189,3 +189,33 @@ def test_reference_stats_file_of_another_backbone_is_refused(tmp_path, tiny_clip
     assert QcStage(QcSpec(enabled=True, reference_stats=str(path))).reference is None
     with pytest.raises(ReferenceSetError, match="recompute the reference statistics"):
         _stage(reference_stats=str(path))
+
+
+def test_kept_images_feed_seeded_samples_per_group_and_per_label_from_one_embedding(tiny_clip, scorer):
+    from diffgen.metrics.reservoir import Reservoir
+    from diffgen.schemas.utility import UtilitySpec
+
+    images = {f"n{k}": _noise(k) for k in range(6)}
+    images["black"] = np.zeros((SIZE, SIZE, 3), np.uint8)
+    utility = UtilitySpec(real="unused", label_column="group", max_per_class=2, seed=4)
+    spec = dict(clip_model=str(tiny_clip), fid_backbone="clip", fid_group_by="group", sample_size=2, sample_seed=4,
+                utility=utility)
+    stage = _stage(**spec)
+    stage(_batch(images))
+    assert "group" in stage.reads
+    kept = [rid for rid in images if rid != "black"]  # a rejected image feeds no sample
+    embedded = dict(zip(kept, scorer.clip.image_embeddings([images[r] for r in kept])))
+    for label in "ab":
+        members = [rid for k, rid in enumerate(images) if "ab"[k % 2] == label and rid != "black"]
+        # One bottom-k per label, as a single pass over the same ids and features would keep.
+        whole = Reservoir(scorer.clip.name, scorer.clip.resize, scorer.clip.dim, capacity=2, seed=4)
+        whole.update(members, np.stack([embedded[r] for r in members]))
+        got = stage.label_samples[label]
+        assert got.ids.tolist() == whole.ids.tolist() and got.offered == len(members)
+        np.testing.assert_allclose(got.features, whole.features, atol=1e-6)
+        assert stage.samples[label].ids.tolist() == whole.ids.tolist()  # the FID backbone is that CLIP
+    assert len(stage.samples[ALL_GROUP]) == 2 and stage.samples[ALL_GROUP].offered == len(kept)
+
+    off = _stage(clip_model=str(tiny_clip), fid_backbone="clip", fid_group_by="group", sample_size=0)
+    off(_batch(images))
+    assert off.samples == {} and off.label_samples == {} and off.stats  # FID statistics without samples
