@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -98,18 +99,23 @@ def _offline_env() -> None:
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
 
+def _pipeline_infrastructure_errors() -> tuple[type[Exception], ...]:
+    """The pipelines' infrastructure errors, from their modules only if already imported: a module that was
+    never imported raised nothing, and importing it (Ray, the model stack) would cost seconds on every error."""
+    names = {"diffgen.pipelines.plan": ("OutputError", "InputUnreachableError"),
+             "diffgen.pipelines.resources": ("ClusterTooSmallError",)}  # fmt: skip
+    return tuple(getattr(sys.modules[m], n) for m, found in names.items() if m in sys.modules for n in found)
+
+
 @contextmanager
 def _typed_errors() -> Iterator[None]:
     """The library's errors as the API's: input problems vs. infrastructure problems."""
-    from diffgen.pipelines.plan import InputUnreachableError, OutputError
-    from diffgen.pipelines.resources import ClusterTooSmallError
-
     try:
         yield
     except (JobSpecError, ManifestError, ModelLoadError, ChangedRecordsError, CorruptIndexError,
             UnsupportedUriError) as e:  # fmt: skip
         raise InvalidInputError(str(e)) from None
-    except (OutputError, InputUnreachableError, ClusterTooSmallError, LeaseHeldError, LeaseLostError) as e:
+    except (LeaseHeldError, LeaseLostError, *_pipeline_infrastructure_errors()) as e:
         raise InfrastructureError(str(e)) from None
     except RunError:
         raise
@@ -165,9 +171,9 @@ def resolve(
 def plan(job: str | Path | JobSpec, *, calibrate: bool = False, **kwargs) -> dict[str, object]:
     """The pre-flight: validates everything a run would, writes nothing, and estimates the run's
     time from the throughput table, or with `calibrate` from a short generation on this machine."""
+    spec = resolve(job, **kwargs)  # a typo in the spec or a --set is reported before the model stack imports
     from diffgen.pipelines.plan import plan as make_plan
 
-    spec = resolve(job, **kwargs)
     with _typed_errors():
         made = make_plan(spec, check_images=True)
         estimated = estimate(spec, made.todo, calibrate_with=made.records if calibrate else None)
@@ -195,10 +201,10 @@ def estimate(spec: JobSpec, todo: pa.Table, *, calibrate_with: pa.Table | None =
 
 def run(job: str | Path | JobSpec, **kwargs) -> RunResult:
     """Run a job to the end on the cluster named by RAY_ADDRESS (or a local one)."""
+    spec = resolve(job, **kwargs)  # a typo in the spec or a --set is reported before the model stack imports
     _offline_env()
     from diffgen.pipelines.generate import run as run_pipeline
 
-    spec = resolve(job, **kwargs)
     with _typed_errors():
         summary = run_pipeline(spec)
     if summary.status == "failed":

@@ -22,12 +22,13 @@ from diffgen.jobs import api
 log = logging.getLogger("diffgen")
 
 
-def configure_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def configure_logging(verbose: bool, level: str | None = None) -> None:
+    """`-v` is debug with tracebacks; `--log-level` (or `--quiet`, i.e. warning) sets the level otherwise."""
+    chosen = logging.DEBUG if verbose else getattr(logging, (level or "info").upper())
+    logging.basicConfig(level=chosen, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("filelock", "urllib3", "botocore", "s3fs", "aiobotocore", "fsspec"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -52,7 +53,16 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "--quarantine-corrupt-index", action="store_true",
         help="move unreadable index shards to OUTPUT/quarantine/ and make their records again (policy.corrupt_index)",
     )  # fmt: skip
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, tracebacks on errors")
+
+
+def add_log_level_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--quiet` and `--log-level` for every subcommand (each also has `-v`)."""
+    parser.add_argument("-q", "--quiet", dest="log_level", action="store_const", const="warning",
+                        help="warnings and errors only, no progress")  # fmt: skip
+    parser.add_argument("--log-level", choices=LOG_LEVELS, help="log level (default info)")
+    if not any("-v" in action.option_strings for action in parser._actions):
+        parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, tracebacks on errors")
 
 
 def add_calibrate_argument(parser: argparse.ArgumentParser) -> None:
@@ -116,14 +126,18 @@ def verify_command(args: argparse.Namespace) -> int:
     from diffgen.dataset import storage
     from diffgen.provenance.verify import verify_image
 
-    anchors = storage.read_bytes(args.trust_anchors) if args.trust_anchors else None
-    all_ok, reports = True, {}
+    try:
+        anchors = storage.read_bytes(args.trust_anchors) if args.trust_anchors else None
+    except FileNotFoundError as e:
+        log.error("--trust-anchors: %s", api.one_line(e))
+        return api.EXIT_INVALID
+    all_ok, unreadable, reports = True, False, {}
     for uri in args.images:
         try:
             report = verify_image(storage.read_bytes(uri), trust_anchors_pem=anchors, require_c2pa=args.require_c2pa)
-        except (OSError, ValueError) as e:
-            log.error("%s: cannot read: %s", uri, e)
-            all_ok = False
+        except (OSError, ValueError) as e:  # a missing or undecodable file is the caller's input, as everywhere: 2
+            log.error("%s: cannot read: %s", uri, api.one_line(e))
+            unreadable = True
             continue
         all_ok &= report.ok
         reports[uri] = report.to_dict()
@@ -133,6 +147,8 @@ def verify_command(args: argparse.Namespace) -> int:
                 print(f"  {line}")
     if args.json:
         print(json.dumps(reports, indent=2, default=str))
+    if unreadable:
+        return api.EXIT_INVALID
     return api.EXIT_OK if all_ok else api.EXIT_FAILED
 
 
@@ -179,7 +195,10 @@ def qc_command(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from diffgen import __version__
+
     parser = argparse.ArgumentParser(prog="diffgen", description="Synthetic image datasets with diffusion models.")
+    parser.add_argument("--version", action="version", version=f"diffgen {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="generate images for a manifest")
     add_run_arguments(run_parser)
@@ -220,13 +239,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_utility_parser(commands)
     add_sweep_parser(commands)
+    for subparser in commands.choices.values():
+        add_log_level_arguments(subparser)
     return parser
 
 
+def parse_arguments(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Like `parse_args`, but a flag the subcommand does not know is reported with that subcommand's usage."""
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        commands.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_arguments(build_parser(), argv)
     verbose = getattr(args, "verbose", False)
-    configure_logging(verbose)
+    configure_logging(verbose, getattr(args, "log_level", None))
     try:
         return args.handler(args)
     except KeyboardInterrupt:

@@ -50,11 +50,11 @@ def qc_spec(output: str, *, job: str | None = None, overrides: list[str] | None 
 
 def rescore(output: str, *, job: str | None = None, overrides: list[str] | None = None) -> QcReport:
     """Score every written image of `output` again and rewrite its QC report (the index stays as it is)."""
-    from diffgen.pipelines.qc import qc_output  # Ray starts only when there is something to score
-
     spec = qc_spec(output, job=job, overrides=overrides)
     if read_index(output) is None:
         raise JobSpecError(f"{output} has no index/ folder: not a diffgen output")
+    from diffgen.pipelines.qc import qc_output  # the model stack and Ray import only once the input is known good
+
     return qc_output(output, spec)
 
 
