@@ -17,6 +17,7 @@ import pyarrow as pa
 from diffgen.dataset import storage
 from diffgen.dataset.layout import image_key, index_shard
 from diffgen.generation.model_folder import model_index
+from diffgen.metrics.image_checks import phash
 from diffgen.provenance import watermark
 from diffgen.provenance.c2pa import C2paCredentials, C2paSigner, C2paSigningError, sign_png, verify_png
 from diffgen.provenance.png import encode_png
@@ -125,6 +126,8 @@ class WriteStage:
     def _write_one(self, row: dict) -> None:
         pixels = np.frombuffer(row["pixels"], np.uint8).reshape(row["height"], row["width"], 3)
         marked, payload, embeds = self._mark(row, pixels)
+        if row.get("phash") is not None:  # QC hashed the unmarked pixels; the index describes the delivered ones
+            row["phash"] = phash(marked)
         record = self._record(row, payload)
         data = encode_png(marked, png_text_chunks(record))
         if self._signer is not None:

@@ -110,3 +110,20 @@ def test_a_mark_that_does_not_read_back_is_embedded_again_or_fails_as_replaceabl
     loud = rows["mark-too-loud"]
     assert (loud["status"], loud["replaceable"], loud["image_uri"]) == ("failed", True, None)
     assert loud["error"].startswith("watermark_verify_failed: bit accuracy") and "after 1 embedding(s)" in loud["error"]
+
+
+def test_the_index_phash_is_the_delivered_pngs_as_imagehash_reads_it(tiny_sd, tmp_path):
+    """QC hashes the unmarked pixels; the index's `phash` is taken again after the watermark, from what is written."""
+    import imagehash
+    from PIL import Image
+
+    from diffgen.metrics.image_checks import phash
+
+    spec = _spec(tiny_sd, 64)
+    generated = _generated(spec)
+    unmarked = [phash(np.frombuffer(p, np.uint8).reshape(64, 64, 3)) for p in generated.column("pixels").to_pylist()]
+    generated = generated.append_column("phash", pa.array(unmarked, pa.uint64()))
+    index = WriteStage(spec, str(tmp_path), "prov")(generated)
+    for row in index.to_pylist():
+        with Image.open(row["image_uri"]) as delivered:
+            assert row["phash"] == int(str(imagehash.phash(delivered)), 16)
