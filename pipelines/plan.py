@@ -22,7 +22,9 @@ from diffgen.dataset.index import read_index
 from diffgen.dataset.layout import rejects_file
 from diffgen.dataset.records import expand
 from diffgen.dataset.resume import Attempts, ResumeState, resume_state
+from diffgen.generation.distilled import distilled_warnings
 from diffgen.generation.loading import preflight
+from diffgen.generation.textual_inversion import placeholder_warnings
 from diffgen.pipelines.resources import demands, shortfall, visible_nodes
 from diffgen.provenance.c2pa import C2paConfigError, C2paCredentials, load_credentials
 from diffgen.reporting.expectations import Failure, SuiteResult, validate_index, validate_manifest_table, write_result
@@ -58,6 +60,7 @@ class Plan:
     changed: int = 0  # committed records made from other inputs, made again (policy.changed_records: overwrite)
     job: dict = field(default_factory=dict)  # the job's generation inputs (diffgen.dataset.fingerprint.job_inputs)
     expected: dict[str, str] = field(default_factory=dict)  # record id -> fingerprint of every attempt in the chains
+    warnings: tuple[str, ...] = ()  # a distilled model off its recipe; prompt placeholders no embedding loads
 
     @property
     def images_expected(self) -> int:
@@ -82,6 +85,7 @@ class Plan:
             "actors": self.spec.compute.num_actors,
             "gpus_per_actor": self.spec.compute.gpus_per_actor,
             "manifest_expectations": None if self.manifest_validation is None else self.manifest_validation.summary(),
+            "warnings": list(self.warnings),
         }
 
 
@@ -287,6 +291,12 @@ def plan(spec: JobSpec, *, probe_output: bool = True, check_images: bool = False
     check_input_roots(records, spec)
     if check_images:
         check_input_images(records, spec)
+    prompts = records.column("prompt").to_pylist() + records.column("negative_prompt").to_pylist()
+    warnings = (*distilled_warnings(spec, records.column("steps").to_pylist(),
+                                    records.column("guidance_scale").to_pylist()),
+                *placeholder_warnings(prompts, spec.textual_inversions))  # fmt: skip
+    for warning in warnings:
+        log.warning("%s", warning)
     job = job_inputs(spec)
     records = fingerprinted(records, spec, job)
     try:
@@ -294,7 +304,7 @@ def plan(spec: JobSpec, *, probe_output: bool = True, check_images: bool = False
     except ValueError as e:
         raise JobSpecError(f"job spec: {e}") from None
     made = Plan(spec, spec.run_id or "run", manifest_uri, output, manifest.num_rows, records, records, rejects,
-                rejected_images, credentials, validation, job=job)  # fmt: skip
+                rejected_images, credentials, validation, job=job, warnings=warnings)  # fmt: skip
     state = _resume(made, retry_failed=True)
     if state.changed and spec.policy.changed_records == "refuse":
         raise state.refusal(output)

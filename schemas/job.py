@@ -20,7 +20,9 @@ from diffgen.schemas.policy import PolicySpec
 from diffgen.schemas.provenance import ProvenanceSpec
 from diffgen.schemas.qc import QcSpec
 
-SchedulerName = Literal["default", "ddim", "euler", "euler_ancestral", "dpmpp_2m", "dpmpp_2m_karras", "unipc", "pndm"]
+SchedulerName = Literal[
+    "default", "ddim", "euler", "euler_ancestral", "dpmpp_2m", "dpmpp_2m_karras", "unipc", "pndm", "lcm", "tcd"
+]
 SCHEDULER_NAMES: tuple[str, ...] = SchedulerName.__args__  # type: ignore[attr-defined]
 PreprocessorName = Literal["none", "canny"]
 PREPROCESSOR_NAMES: tuple[str, ...] = PreprocessorName.__args__  # type: ignore[attr-defined]
@@ -55,6 +57,11 @@ class SamplerSpec(_Strict):
     """Job-wide sampling defaults; a manifest row may override each of them except the scheduler."""
 
     scheduler: SchedulerName = "default"
+    scheduler_options: dict[str, bool | int | float | str] = Field(
+        default_factory=dict,
+        description="Settings of the scheduler class's constructor applied on top of the model's scheduler config "
+        "(e.g. timestep_spacing: trailing, use_karras_sigmas: true); checked against the class in the pre-flight.",
+    )
     steps: int = Field(default=20, ge=1, le=1000)
     guidance_scale: float = Field(
         default=7.5, ge=0.0, le=100.0, description="<= 1 turns classifier-free guidance off (no unconditional pass)."
@@ -119,6 +126,22 @@ class LoraSpec(_Strict):
     @property
     def adapter_name(self) -> str:
         return self.name or Path(self.path).stem
+
+
+class TextualInversionSpec(_Strict):
+    """A local textual-inversion embedding (safetensors) bound to the token prompts use to call it up."""
+
+    path: str = Field(min_length=1, description="A .safetensors file; relative paths resolve against the job file.")
+    token: str = Field(
+        pattern=r"^\S{1,64}$", description="The word prompts use for it, conventionally in angle brackets: <cat-toy>."
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _is_safetensors(cls, v: str) -> str:
+        if not v.endswith(".safetensors"):
+            raise ValueError(f"expected a .safetensors file, got {v!r}")
+        return v
 
 
 class ComputeSpec(_Strict):
@@ -198,6 +221,7 @@ class JobSpec(_Strict):
     webdataset: WebDatasetSpec = WebDatasetSpec()
     controlnets: list[ControlNetSpec] = Field(default_factory=list, max_length=8)
     loras: list[LoraSpec] = Field(default_factory=list, max_length=16)
+    textual_inversions: list[TextualInversionSpec] = Field(default_factory=list, max_length=64)
     seed: int = Field(default=0, ge=0, lt=2**63)
     manifest: str | None = Field(default=None, description="Manifest Parquet URI (any fsspec URI).")
     output: str | None = Field(default=None, description="Output URI (any fsspec URI).")
@@ -214,6 +238,7 @@ class JobSpec(_Strict):
         for field, names in (
             ("controlnets", [c.name for c in self.controlnets]),
             ("loras", [lora.adapter_name for lora in self.loras]),
+            ("textual_inversions", [t.token for t in self.textual_inversions]),
         ):
             duplicates = sorted({n for n in names if names.count(n) > 1})
             if duplicates:
@@ -311,11 +336,10 @@ def load_job_spec(
     roots = policy.get("input_roots") if isinstance(policy, dict) else None
     if isinstance(roots, list):
         policy["input_roots"] = [_resolve_relative(r, base) if isinstance(r, str) and r else r for r in roots]
-    loras = data.get("loras")
-    if isinstance(loras, list):
-        for lora in loras:
-            if isinstance(lora, dict) and isinstance(lora.get("path"), str):
-                lora["path"] = _resolve_relative(lora["path"], base)
+    for listed in (data.get("loras"), data.get("textual_inversions")):
+        for entry in listed if isinstance(listed, list) else []:
+            if isinstance(entry, dict) and isinstance(entry.get("path"), str):
+                entry["path"] = _resolve_relative(entry["path"], base)
     cwd = Path.cwd()
     if manifest is not None:
         data["manifest"] = _resolve_relative(manifest, cwd)

@@ -31,6 +31,19 @@ LORA_TYPE = pa.list_(
 )
 
 
+class TextualInversionUse(BaseModel):
+    """One textual-inversion embedding loaded for an image: its token, file and the file's sha256."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    token: str
+    path: str
+    sha256: str
+
+
+TEXTUAL_INVERSION_TYPE = pa.list_(pa.struct([("token", pa.string()), ("path", pa.string()), ("sha256", pa.string())]))
+
+
 class QcReason(StrEnum):
     """Why QC rejected an image (`qc_reasons[].reason`); `detail` says more where there is more to say."""
 
@@ -84,6 +97,7 @@ INDEX_SCHEMA = pa.schema(
         ("guidance_scale", pa.float64()),
         ("steps", pa.int32()),
         ("scheduler", pa.string()),
+        ("scheduler_options", pa.string()),
         ("width", pa.int32()),
         ("height", pa.int32()),
         ("guidance_rescale", pa.float64()),
@@ -99,6 +113,7 @@ INDEX_SCHEMA = pa.schema(
         ("model_id", pa.string()),
         ("model_weights_sha256", pa.string()),
         ("loras", LORA_TYPE),
+        ("textual_inversions", TEXTUAL_INVERSION_TYPE),
         ("fingerprint", pa.string()),
         ("created_at", pa.timestamp("us", tz="UTC")),
         ("watermark_payload", pa.string()),

@@ -58,6 +58,22 @@ def tiny_lora(tiny_sd: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_lcm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny LCM-distilled-style SD 1.x folder: a UNet with a guidance embedding and an LCMScheduler config."""
+    from lab.builders.tiny import build_tiny_lcm
+
+    return build_tiny_lcm(tmp_path_factory.mktemp("models") / "tiny-lcm")
+
+
+@pytest.fixture(scope="session")
+def tiny_embedding(tiny_sd: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A two-vector textual-inversion embedding for `tiny_sd`, token `<tiny-concept>`."""
+    from lab.builders.tiny import build_tiny_embedding
+
+    return build_tiny_embedding(tiny_sd, tmp_path_factory.mktemp("embeddings") / "tiny-concept.safetensors")
+
+
+@pytest.fixture(scope="session")
 def tiny_family(tiny_sd: Path, tiny_controlnet: Path, tmp_path_factory: pytest.TempPathFactory):
     """`tiny_family(name)` -> (pipeline folder, ControlNet folder) for 'sd', 'sdxl', 'sd3' or 'flux', built once."""
     from lab.builders import tiny as tiny_models

@@ -3,9 +3,10 @@
 A record's `fingerprint` is sha256 over two parts, both canonical JSON:
 
 - the job's generation inputs, the same for every record (`job_inputs`): the model's weights
-  hash and the hash of its JSON configs (scheduler config included), the scheduler name, each
-  LoRA's name, weight and file sha256, each ControlNet's weights and settings, and whether the
-  image is watermarked (the watermark changes pixels);
+  hash and the hash of its JSON configs (scheduler config included), the scheduler name and
+  options, each LoRA's name, weight and file sha256, each textual-inversion token and file sha256,
+  each ControlNet's weights and settings, and whether the image is watermarked (the watermark
+  changes pixels);
 - the record's own effective inputs (`RECORD_FIELDS`): prompt, negative prompt, seed, size,
   steps, guidance, guidance rescale, strength and the URIs of its init, mask and control images.
 
@@ -50,9 +51,18 @@ def _folder_inputs(folder: Path) -> dict[str, str]:
 def job_inputs(spec: JobSpec) -> dict[str, Any]:
     """The job's generation inputs that every record shares, as JSON types (weights read and hashed once per folder)."""
     folder, _ = model_index(spec.model)
+    # Options enter only when set, so outputs made before they existed keep their fingerprints.
+    options = {"scheduler_options": dict(spec.sampler.scheduler_options)} if spec.sampler.scheduler_options else {}
+    embeddings = (
+        {"textual_inversions": [{"token": t.token, "sha256": file_sha256(t.path)} for t in spec.textual_inversions]}
+        if spec.textual_inversions
+        else {}
+    )
     return {
         "model": _folder_inputs(folder),
         "scheduler": spec.sampler.scheduler,
+        **options,
+        **embeddings,
         "loras": [{"name": x.adapter_name, "weight": x.weight, "sha256": file_sha256(x.path)} for x in spec.loras],
         "controlnets": [
             {

@@ -17,6 +17,7 @@ the same seed on the next run.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -102,10 +103,17 @@ def _explain(row: dict, record: dict, job: dict, control_columns: list[str]) -> 
         return "model weights sha256", row.get("model_weights_sha256"), job["model"]["weights_sha256"]
     if row.get("scheduler") != job["scheduler"]:
         return "scheduler", row.get("scheduler"), job["scheduler"]
+    was_options, now_options = json.loads(row.get("scheduler_options") or "{}"), job.get("scheduler_options", {})
+    if was_options != now_options:
+        return "scheduler_options", was_options, now_options
     was_loras = [(x["name"], x["weight"], x["sha256"]) for x in row.get("loras") or []]
     now_loras = [(x["name"], x["weight"], x["sha256"]) for x in job["loras"]]
     if was_loras != now_loras:
         return "loras", was_loras, now_loras
+    was_embeddings = [(x["token"], x["sha256"]) for x in row.get("textual_inversions") or []]
+    now_embeddings = [(x["token"], x["sha256"]) for x in job.get("textual_inversions", [])]
+    if was_embeddings != now_embeddings:
+        return "textual_inversions", was_embeddings, now_embeddings
     return "model configs, ControlNet settings or watermark setting", "(other)", "(other)"
 
 

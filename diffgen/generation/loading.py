@@ -25,7 +25,12 @@ from transformers.utils import logging as transformers_logging
 from diffgen.generation.families import FAMILIES, FAMILY_BY_INDEX_CLASS, Family, UnknownFamilyError, family_for
 from diffgen.generation.lora import LoraError, check_loras, load_loras
 from diffgen.generation.model_folder import ModelLoadError, model_folder, model_index, read_json
-from diffgen.generation.schedulers import check_scheduler, check_scheduler_config
+from diffgen.generation.schedulers import check_scheduler, check_scheduler_config, check_scheduler_options
+from diffgen.generation.textual_inversion import (
+    TextualInversionError,
+    check_textual_inversions,
+    load_textual_inversions,
+)
 from diffgen.generation.variants import PipelineSet
 from diffgen.generation.weights_check import WeightsFileError, check_weights
 from diffgen.schemas.job import ComputeSpec, ControlNetSpec, JobSpec, ModelSpec
@@ -197,7 +202,7 @@ def preflight(spec: JobSpec) -> Family:
     """Everything about the job's models checkable without loading weights; raises `ModelLoadError`.
 
     The family, every component's class, the scheduler's fit, the ControlNets' classes, and the
-    header of every weights file that will load (base components, ControlNets, LoRAs): a bad job
+    header of every weights file that will load (base components, ControlNets, LoRAs, embeddings): a bad job
     fails here, on the driver, before any actor starts.
     """
     return _preflight(spec)[0]
@@ -218,10 +223,15 @@ def _preflight(spec: JobSpec) -> tuple[Family, dict]:
     scheduler_cls = getattr(diffusers, scheduler_name or "", None)
     if scheduler_cls is not None:
         try:
-            check_scheduler(spec.sampler.scheduler, scheduler_cls)
-            if spec.sampler.scheduler != "default":
+            sampler = spec.sampler
+            check_scheduler(sampler.scheduler, scheduler_cls)
+            check_scheduler_options(sampler.scheduler, scheduler_cls, sampler.scheduler_options)
+            if sampler.scheduler != "default" or sampler.scheduler_options:
                 scheduler_config = read_json(folder / "scheduler" / "scheduler_config.json", "model.id", "scheduler")
-                check_scheduler_config(spec.sampler.scheduler, scheduler_config)
+                check_scheduler_config(sampler.scheduler, scheduler_config, sampler.scheduler_options)
+                check_scheduler_options(
+                    sampler.scheduler, scheduler_cls, sampler.scheduler_options, scheduler_config, sampler.steps
+                )
         except ValueError as e:
             raise ModelLoadError(str(e)) from None
     for i, controlnet in enumerate(spec.controlnets):
@@ -231,7 +241,8 @@ def _preflight(spec: JobSpec) -> tuple[Family, dict]:
         _check_weights(controlnet_folder, "diffusers", controlnet.model, field)
     try:
         check_loras(spec.loras)
-    except LoraError as e:
+        check_textual_inversions(spec.textual_inversions, family.name, folder)
+    except (LoraError, TextualInversionError) as e:
         raise ModelLoadError(str(e)) from None
     return family, index
 
@@ -332,10 +343,11 @@ def load_pipeline_set(spec: JobSpec, where: Placement) -> PipelineSet:
     family, index = _preflight(spec)
     offload = spec.compute.cpu_offload and where.device.type == "cuda"
     pipe = load_pipeline(spec.model, where, to_device=not offload)
-    pipe.scheduler = build_scheduler(spec.sampler.scheduler, pipe.scheduler)
+    pipe.scheduler = build_scheduler(spec.sampler.scheduler, pipe.scheduler, spec.sampler.scheduler_options)
     try:
         load_loras(pipe, spec.loras)
-    except LoraError as e:
+        load_textual_inversions(pipe, spec.textual_inversions)
+    except (LoraError, TextualInversionError) as e:
         raise ModelLoadError(str(e)) from None
     controlnets = [load_controlnet(c, i, family, where) for i, c in enumerate(spec.controlnets)]
     if not offload:

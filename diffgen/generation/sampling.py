@@ -114,6 +114,9 @@ def check(pipes: PipelineSet, r: Request) -> str | None:
             f"width, height: {r.width}x{r.height} is not divisible by {multiple}, "
             f"which {cls.__name__} needs with this model's VAE"
         )
+    steps_refusal = pipes.steps_refusal(r.steps)
+    if steps_refusal:
+        return f"steps: {r.steps} refused by {steps_refusal}"
     if r.guidance_rescale > 0 and "guidance_rescale" not in call_parameters(cls):
         return f"guidance_rescale: {cls.__name__} does not support it; set it to 0 for this row"
     if r.init_image is not None:

@@ -51,6 +51,7 @@ class PipelineSet:
         self.trained_sizes: tuple[tuple[int, int], ...] | None = None
         self._variants: dict[str, DiffusionPipeline] = {"text2img": base}
         self._offloaded_mode: str | None = None
+        self._steps_refusals: dict[int, str | None] = {}
 
     @classmethod
     def wrap(cls, pipe: DiffusionPipeline | PipelineSet) -> PipelineSet:
@@ -79,6 +80,18 @@ class PipelineSet:
         denoiser = getattr(self.base, "unet", None)
         distilled = denoiser is not None and getattr(denoiser.config, "time_cond_proj_dim", None) is not None
         return self.family.classifier_free and guidance_scale > 1 and not distilled
+
+    def steps_refusal(self, steps: int) -> str | None:
+        """Why the scheduler cannot take `steps` timesteps (LCM and TCD: no more than the schedule they
+        were distilled on), checked once per step count on a copy; None when it can."""
+        if steps not in self._steps_refusals:
+            scheduler = self.base.scheduler
+            try:
+                type(scheduler).from_config(scheduler.config).set_timesteps(steps)
+                self._steps_refusals[steps] = None
+            except ValueError as e:
+                self._steps_refusals[steps] = f"{type(scheduler).__name__}: {e}"[:400]
+        return self._steps_refusals[steps]
 
     def get(self, mode: str) -> DiffusionPipeline:
         if not self.supports(mode):

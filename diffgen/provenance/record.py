@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 import diffgen
 from diffgen.provenance.png import decode_png
-from diffgen.schemas.record import LoraUse
+from diffgen.schemas.record import LoraUse, TextualInversionUse
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +67,16 @@ class ProvenanceRecord(BaseModel):
     model_revision: str | None = None
     model_weights_sha256: str | None = Field(default=None, description="`weights_hash` of the model folder.")
     loras: list[LoraUse] | None = Field(default=None, description="LoRA adapters applied: name, file, weight, sha256.")
+    textual_inversions: list[TextualInversionUse] | None = Field(
+        default=None, description="Textual-inversion embeddings loaded: token, file, sha256."
+    )
     model_family: str | None = Field(
         default=None, description="The diffusers pipeline class, e.g. StableDiffusionPipeline."
     )
     scheduler: str
+    scheduler_options: dict[str, bool | int | float | str] | None = Field(
+        default=None, description="The job's sampler.scheduler_options, on top of the model's scheduler config."
+    )
     steps: int = Field(ge=1)
     guidance_scale: float = Field(ge=0.0)
     seed: int = Field(ge=0, lt=2**63)

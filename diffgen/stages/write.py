@@ -9,6 +9,7 @@ written only after every image in it, so an index row never points at missing by
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import UTC, datetime
 
 import numpy as np
@@ -23,7 +24,14 @@ from diffgen.provenance.c2pa import C2paCredentials, C2paSigner, C2paSigningErro
 from diffgen.provenance.png import encode_png
 from diffgen.provenance.record import ProvenanceRecord, file_sha256, git_commit, png_text_chunks, weights_hash
 from diffgen.schemas.job import JobSpec
-from diffgen.schemas.record import INDEX_COLUMNS, INDEX_SCHEMA, TRANSIENT_COLUMNS, LoraUse, RecordStatus
+from diffgen.schemas.record import (
+    INDEX_COLUMNS,
+    INDEX_SCHEMA,
+    TRANSIENT_COLUMNS,
+    LoraUse,
+    RecordStatus,
+    TextualInversionUse,
+)
 
 
 # A watermark that does not read back is embedded again over itself at most this many times in all,
@@ -38,7 +46,8 @@ class WriteStage:
         "seed", "prompt", "negative_prompt", "guidance_scale", "steps", "width", "height",
     )  # fmt: skip
     adds = (
-        "image_uri", "sha256", "run_id", "model_id", "model_weights_sha256", "loras", "scheduler", "created_at",
+        "image_uri", "sha256", "run_id", "model_id", "model_weights_sha256", "loras", "scheduler", "scheduler_options",
+        "textual_inversions", "created_at",
         "watermark_payload", "watermark_ok", "watermark_embeds", "c2pa_valid", "provenance",
     )  # fmt: skip
 
@@ -60,7 +69,13 @@ class WriteStage:
             LoraUse(name=x.adapter_name, path=x.path, weight=x.weight, sha256=file_sha256(x.path))
             for x in self.spec.loras
         ]
+        self._embeddings = [
+            TextualInversionUse(token=t.token, path=t.path, sha256=file_sha256(t.path))
+            for t in self.spec.textual_inversions
+        ]
         self._commit = git_commit()
+        options = self.spec.sampler.scheduler_options
+        self._scheduler_options = json.dumps(options, sort_keys=True) if options else None
         self._signer = C2paSigner(self.credentials) if self.credentials else None
         self._ready = True
 
@@ -78,8 +93,10 @@ class WriteStage:
             model_revision=self.spec.model.revision,
             model_weights_sha256=self._weights,
             loras=self._loras or None,
+            textual_inversions=self._embeddings or None,
             model_family=row.get("pipeline_class"),
             scheduler=self.spec.sampler.scheduler,
+            scheduler_options=self.spec.sampler.scheduler_options or None,
             steps=row["steps"],
             guidance_scale=row["guidance_scale"],
             seed=row["seed"],
@@ -155,6 +172,8 @@ class WriteStage:
         now = datetime.now(UTC)
         for row in rows:
             row.update(run_id=self.run_id, model_id=self.spec.model.id, scheduler=self.spec.sampler.scheduler,
+                       scheduler_options=self._scheduler_options,
+                       textual_inversions=[x.model_dump() for x in self._embeddings] or None,
                        model_weights_sha256=self._weights, loras=[x.model_dump() for x in self._loras] or None)
             row.update(created_at=now, image_uri=None, sha256=None)
             if row["status"] is None:

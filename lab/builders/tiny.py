@@ -28,6 +28,7 @@ from diffusers import (
     FluxControlNetModel,
     FluxPipeline,
     FluxTransformer2DModel,
+    LCMScheduler,
     SD3ControlNetModel,
     SD3Transformer2DModel,
     StableDiffusion3Pipeline,
@@ -66,8 +67,13 @@ def _sd_scheduler() -> EulerDiscreteScheduler:
     )
 
 
-def build_tiny_sd(path: str | Path, *, seed: int = 0, width: int = 64) -> Path:
-    """Write a Stable Diffusion 1.x-layout pipeline of ~1.5 M parameters to `path`."""
+def build_tiny_sd(
+    path: str | Path, *, seed: int = 0, width: int = 64, time_cond_proj_dim: int | None = None, scheduler=None
+) -> Path:
+    """Write a Stable Diffusion 1.x-layout pipeline of ~1.5 M parameters to `path`.
+
+    `time_cond_proj_dim` gives the UNet a guidance embedding as an LCM-distilled UNet has (diffusers then
+    runs no unconditional pass); `scheduler` replaces Stable Diffusion's Euler."""
     torch.manual_seed(seed)
     tokenizer = byte_level_tokenizer()
     text_encoder = CLIPTextModel(
@@ -106,8 +112,9 @@ def build_tiny_sd(path: str | Path, *, seed: int = 0, width: int = 64) -> Path:
         attention_head_dim=8,
         norm_num_groups=8,
         cross_attention_dim=32,
+        time_cond_proj_dim=time_cond_proj_dim,
     )
-    scheduler = _sd_scheduler()
+    scheduler = scheduler or _sd_scheduler()
     pipe = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
@@ -120,6 +127,24 @@ def build_tiny_sd(path: str | Path, *, seed: int = 0, width: int = 64) -> Path:
     )
     out = Path(path)
     pipe.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+def build_tiny_lcm(path: str | Path, *, seed: int = 3, width: int = 64) -> Path:
+    """Write an LCM-distilled-style Stable Diffusion 1.x folder to `path`: a UNet with a guidance
+    embedding (`time_cond_proj_dim`) and the LCMScheduler config LCM checkpoints ship with."""
+    scheduler = LCMScheduler(
+        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+        original_inference_steps=50, set_alpha_to_one=True, steps_offset=1,
+    )  # fmt: skip
+    out = build_tiny_sd(path, seed=seed, width=width, time_cond_proj_dim=32, scheduler=scheduler)
+    # Default-initialised, the guidance embedding is lost in the timestep embedding it is added to;
+    # wider weights let a test see guidance_scale reach the UNet, as it does in a distilled one.
+    unet = UNet2DConditionModel.from_pretrained(out / "unet")
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        unet.time_embedding.cond_proj.weight.normal_(0.0, 1.0)
+    unet.save_pretrained(out / "unet", safe_serialization=True)
     return out
 
 
@@ -372,4 +397,21 @@ def build_tiny_lora(pipeline: str | Path, path: str | Path, *, seed: int = 2, ra
         weight_name=out.name,
         safe_serialization=True,
     )
+    return out
+
+
+def build_tiny_embedding(
+    pipeline: str | Path, path: str | Path, *, token: str = "<tiny-concept>", vectors: int = 2, seed: int = 4
+) -> Path:
+    """Write a textual-inversion embedding for the tiny SD 1.x pipeline `pipeline` to `path`, in diffusers'
+    format ({token: [vectors, width]}). Its vectors are ten times the spread of the tiny encoder's own
+    token embeddings, so that the token visibly steers the image."""
+    from safetensors.torch import save_file
+
+    encoder = CLIPTextModel.from_pretrained(Path(pipeline) / "text_encoder")
+    table = encoder.get_input_embeddings().weight
+    generator = torch.Generator().manual_seed(seed)
+    embedding = torch.randn(vectors, table.shape[1], generator=generator) * float(table.detach().std()) * 10.0
+    out = Path(path)
+    save_file({token: embedding.contiguous()}, str(out))
     return out

@@ -49,6 +49,8 @@ def test_a_changed_prompt_is_refused_naming_the_count_and_the_field(made, tmp_pa
         ({"sampler": {"steps": 3}}, "steps was 4, now 3"),
         ({"seed": 8, "sampler": {"negative_prompt": "blurry"}}, "negative_prompt was '', now 'blurry'"),
         ({"sampler": {"scheduler": "ddim"}}, "scheduler was 'euler', now 'ddim'"),
+        ({"sampler": {"scheduler_options": {"timestep_spacing": "trailing"}}},
+         "scheduler_options was {}, now {'timestep_spacing': 'trailing'}"),
     ],
 )
 def test_a_changed_job_setting_is_refused(made, tmp_path, tiny_sd, sections, field):

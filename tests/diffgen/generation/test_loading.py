@@ -34,6 +34,17 @@ def test_a_scheduler_the_model_cannot_use_fails_listing_what_it_can(tiny_family)
     assert preflight(_spec(flux)).name == "flux"
 
 
+def test_scheduler_options_are_checked_in_the_preflight_against_the_chosen_class(tiny_sd, tiny_lcm):
+    with pytest.raises(ModelLoadError, match=r"^sampler.scheduler_options.use_karras_sigmas: not an option of "
+                                             r"LCMScheduler. Choose from: beta_end, "):  # fmt: skip
+        preflight(_spec(tiny_sd, sampler={"scheduler": "lcm", "scheduler_options": {"use_karras_sigmas": True}}))
+    # 'default' is the folder's own class: LCMScheduler here, which refuses more steps than it was distilled on.
+    with pytest.raises(ModelLoadError, match=r"^sampler.scheduler_options: LCMScheduler refuses "
+                                             r"original_inference_steps=10: .*num_inference_steps`: 20"):  # fmt: skip
+        preflight(_spec(tiny_lcm, sampler={"scheduler_options": {"original_inference_steps": 10}}))
+    preflight(_spec(tiny_sd, sampler={"scheduler": "euler", "scheduler_options": {"timestep_spacing": "trailing"}}))
+
+
 def test_a_controlnet_of_another_family_is_refused_naming_the_field(tiny_sd, tiny_family):
     _, flux_controlnet = tiny_family("flux")
     spec = _spec(tiny_sd, controlnets=[{"name": "edges", "model": {"id": str(flux_controlnet)}}])

@@ -11,10 +11,22 @@ import json
 from dataclasses import replace
 
 import pytest
-from diffusers import DDIMScheduler, EulerDiscreteScheduler, PNDMScheduler
+from diffusers import (
+    DDIMScheduler,
+    EulerDiscreteScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    LCMScheduler,
+    PNDMScheduler,
+    TCDScheduler,
+)
 
 from diffgen.generation.loading import load_pipeline_set, placement
-from diffgen.generation.schedulers import build_scheduler, check_scheduler_config
+from diffgen.generation.schedulers import (
+    build_scheduler,
+    check_scheduler,
+    check_scheduler_config,
+    check_scheduler_options,
+)
 from diffgen.schemas.job import SCHEDULER_NAMES, ComputeSpec
 from lab.micro.evaluate import EvalConfig, attribute_accuracy, eval_job_spec, eval_scenes, generate_images
 from lab.micro.models import AttributeJudge
@@ -25,7 +37,10 @@ CONFIG = EvalConfig(steps=20, guidance_scale=7.5, batch_size=8)
 PROMPTS = 16
 # Refused on micro-sd: Karras sigmas and PNDM (no zero-terminal-SNR betas) on its schedule.
 REFUSED = {"dpmpp_2m_karras", "pndm"}
-DRAWABLE = [name for name in SCHEDULER_NAMES if name not in REFUSED]
+# Consistency samplers for distilled models (test_few_step_schedulers below): on a base model they draw
+# what a few-step sampler can, and they space timesteps by their distillation schedule, not the model's.
+FEW_STEP = {"lcm", "tcd"}
+DRAWABLE = [name for name in SCHEDULER_NAMES if name not in REFUSED | FEW_STEP]
 
 
 def _model_config() -> dict:
@@ -82,7 +97,8 @@ def test_a_combination_known_to_draw_garbage_is_refused_naming_the_field(name):
     refused = rf"^sampler.scheduler: '{name}' is refused for this model: .*zero-terminal-SNR"
     with pytest.raises(ValueError, match=refused):
         check_scheduler_config(name, _model_config())
-    with pytest.raises(ValueError, match=r"Choose from: default, ddim, euler, euler_ancestral, dpmpp_2m, unipc$"):
+    usable = r"Choose from: default, ddim, euler, euler_ancestral, dpmpp_2m, unipc, lcm, tcd$"
+    with pytest.raises(ValueError, match=usable):
         build_scheduler(name, _model_scheduler())
 
 
@@ -137,3 +153,62 @@ def test_euler_is_the_models_own_scheduler_unchanged():
     model.set_timesteps(20)
     built.set_timesteps(20)
     assert built.sigmas.tolist() == model.sigmas.tolist()
+
+
+def test_few_step_schedulers_replace_a_base_models_scheduler_and_back():
+    # LCM-LoRA's recipe: LCMScheduler in place of the base model's Euler; an LCM folder may go back to Euler.
+    model = _model_scheduler()
+    for name, cls in (("lcm", LCMScheduler), ("tcd", TCDScheduler)):
+        built = build_scheduler(name, model)
+        assert isinstance(built, cls)
+        for key in ("prediction_type", "rescale_betas_zero_snr", "beta_schedule", "steps_offset"):
+            assert built.config[key] == model.config[key], (name, key)
+        assert "use_karras_sigmas" not in built.config  # Euler's own settings are not carried over
+    assert isinstance(build_scheduler("euler", LCMScheduler.from_config(model.config)), EulerDiscreteScheduler)
+    with pytest.raises(ValueError, match=r"^sampler.scheduler: 'lcm' \(LCMScheduler\) does not work .* default$"):
+        check_scheduler("lcm", FlowMatchEulerDiscreteScheduler)
+
+
+def _timesteps(scheduler, steps: int = 4) -> list[int]:
+    scheduler.set_timesteps(steps)
+    return [int(t) for t in scheduler.timesteps]
+
+
+def test_scheduler_options_go_on_top_of_the_models_config_and_change_the_timesteps():
+    model = _model_scheduler(timestep_spacing="leading")
+    assert _timesteps(build_scheduler("euler", model)) == [751, 501, 251, 1]
+    trailing = build_scheduler("euler", model, {"timestep_spacing": "trailing"})
+    assert _timesteps(trailing) == [999, 749, 499, 249]
+    # The model's own class with options: 'default' rebuilds it.
+    assert _timesteps(build_scheduler("default", model, {"timestep_spacing": "trailing"})) == [999, 749, 499, 249]
+    assert _timesteps(build_scheduler("lcm", model)) == [999, 759, 499, 259]
+    assert _timesteps(build_scheduler("lcm", model, {"original_inference_steps": 8})) == [999, 749, 499, 249]
+    assert build_scheduler("dpmpp_2m", model, {"use_karras_sigmas": False}).config.use_karras_sigmas is False
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "message"),
+    [
+        ("euler", {"use_karras": True}, r"^sampler.scheduler_options.use_karras: not an option of "
+         r"EulerDiscreteScheduler. Choose from: beta_end, .*timestep_spacing, .*use_karras_sigmas$"),
+        ("euler", {"timestep_spacing": "trailling"}, r"^sampler.scheduler_options.timestep_spacing: 'trailling' "
+         r"is not valid for EulerDiscreteScheduler; expected 'linspace' or 'leading' or 'trailing'$"),
+        ("dpmpp_2m", {"use_karras_sigmas": "yes"}, r"use_karras_sigmas: 'yes' is not valid .* expected bool$"),
+        ("lcm", {"original_inference_steps": 2.5}, r"original_inference_steps: 2.5 is not valid .* expected int$"),
+        ("lcm", {"timestep_spacing": "trailing"}, r"timestep_spacing: LCMScheduler takes it but never uses it"),
+        ("lcm", {"original_inference_steps": 3}, r"^sampler.scheduler_options: LCMScheduler refuses "
+         r"original_inference_steps=3: .*num_inference_steps`: 4"),
+        ("euler", {"beta_schedule": "cosine"}, r"^sampler.scheduler_options: EulerDiscreteScheduler refuses "
+         r"beta_schedule='cosine'"),
+    ],
+)
+def test_bad_scheduler_options_are_refused_by_name(name, options, message):
+    with pytest.raises(ValueError, match=message):
+        check_scheduler_options(name, EulerDiscreteScheduler, options, _model_config(), steps=4)
+
+
+def test_options_that_draw_garbage_on_this_model_are_refused_like_the_names():
+    with pytest.raises(ValueError, match=r"^sampler.scheduler: 'euler' is refused for this model: Karras sigmas"):
+        check_scheduler_config("euler", _model_config(), {"use_karras_sigmas": True})
+    with pytest.raises(ValueError, match=r"^sampler.scheduler_options: refused for this model: Karras sigmas"):
+        check_scheduler_config("default", _model_config(), {"use_karras_sigmas": True})

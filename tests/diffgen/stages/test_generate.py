@@ -2,6 +2,7 @@
 per-row rejection, mixed batches, and the columns it records."""
 
 import hashlib
+import json
 import logging
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from PIL import Image
 
 from diffgen.dataset.records import expand
 from diffgen.schemas.job import JobSpec
+from diffgen.schemas.provenance import ProvenanceSpec
 from diffgen.schemas.record import INDEX_SCHEMA
 from diffgen.stages.generate import GenerateStage, default_cpu_threads
 from diffgen.stages.write import WriteStage
@@ -219,3 +221,67 @@ def test_a_prompt_past_the_text_encoders_limit_is_recorded_as_truncated(optional
 )
 def test_cpu_actors_leave_a_core_of_their_share_to_the_other_stages(cores, actors, threads):
     assert default_cpu_threads(actors, cores) == threads
+
+
+def _few_step_spec(model, scheduler: str, loras: list | None = None, **sampler) -> JobSpec:
+    return JobSpec.model_validate(
+        {
+            "run_id": "unit",
+            "model": {"id": str(model)},
+            "sampler": {"steps": 4, "guidance_scale": 3.0, "width": 32, "height": 32, "scheduler": scheduler}
+            | sampler,
+            "provenance": {"allow_unwatermarked": True},
+            "loras": loras or [],
+        }
+    )
+
+
+def _one_image(spec: JobSpec) -> tuple[dict, np.ndarray]:
+    out = _run(spec, [{"id": "a", "prompt": "a red square", "seed": 3}])
+    row = out.to_pylist()[0]
+    assert row["status"] is None, row["error"]
+    return row, _pixels(out)["a"]
+
+
+def test_lcm_and_tcd_sample_an_lcm_distilled_model_with_its_guidance_embedding(tiny_lcm):
+    row, own = _one_image(_few_step_spec(tiny_lcm, "default"))
+    assert row["cfg"] is False  # time_cond_proj_dim: guidance is an embedding, no unconditional pass
+    _, lcm = _one_image(_few_step_spec(tiny_lcm, "lcm"))
+    _, tcd = _one_image(_few_step_spec(tiny_lcm, "tcd"))
+    _, euler = _one_image(_few_step_spec(tiny_lcm, "euler"))
+    _, other_guidance = _one_image(_few_step_spec(tiny_lcm, "lcm", guidance_scale=8.0))
+    assert np.abs(lcm - own).max() <= TOL  # the folder's own scheduler is LCM
+    assert np.abs(tcd - lcm).max() > 10 and np.abs(euler - lcm).max() > 10
+    assert np.abs(other_guidance - lcm).max() > 10  # the embedding carries guidance into the UNet
+
+
+def test_scheduler_options_change_the_image_and_more_steps_than_distilled_are_rejected(tiny_lcm):
+    _, lcm = _one_image(_few_step_spec(tiny_lcm, "lcm"))
+    _, fewer = _one_image(_few_step_spec(tiny_lcm, "lcm", scheduler_options={"original_inference_steps": 5}))
+    assert np.abs(fewer - lcm).max() > 10
+    spec = _few_step_spec(tiny_lcm, "lcm")
+    out = _run(spec, [{"id": "many", "prompt": "x", "steps": 60}]).to_pylist()[0]
+    assert out["status"] == "rejected"
+    assert out["error"].startswith("steps: 60 refused by LCMScheduler: ") and "original_steps" in out["error"]
+
+
+def test_an_lcm_lora_runs_on_a_base_model_with_the_lcm_scheduler(tiny_sd, tiny_lora):
+    lora = [{"path": str(tiny_lora), "name": "lcm_lora"}]
+    row, with_lora = _one_image(_few_step_spec(tiny_sd, "lcm", guidance_scale=1.0, loras=lora))
+    _, without = _one_image(_few_step_spec(tiny_sd, "lcm", guidance_scale=1.0))
+    assert row["cfg"] is False and np.abs(with_lora - without).max() > 10
+
+
+def test_the_index_and_provenance_record_the_scheduler_options(tiny_lcm, tmp_path):
+    from diffgen.provenance.png import decode_png
+    from diffgen.provenance.record import PROVENANCE_KEY
+
+    options = {"original_inference_steps": 8}
+    spec = _few_step_spec(tiny_lcm, "lcm", scheduler_options=options).model_copy(
+        update={"provenance": ProvenanceSpec(watermark=False)}
+    )
+    generated = _run(spec, [{"id": "a", "prompt": "a red square", "seed": 3}])
+    index = WriteStage(spec, str(tmp_path), "unit")(generated).to_pylist()[0]
+    assert index["scheduler"] == "lcm" and json.loads(index["scheduler_options"]) == options
+    record = json.loads(decode_png(Path(index["image_uri"]).read_bytes())[1][PROVENANCE_KEY])
+    assert record["scheduler"] == "lcm" and record["scheduler_options"] == options

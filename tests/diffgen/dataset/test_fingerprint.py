@@ -1,0 +1,36 @@
+"""What determines an image: the scheduler's options are part of a record's fingerprint when set."""
+
+import pyarrow as pa
+
+from diffgen.dataset.fingerprint import fingerprinted, job_inputs
+from diffgen.dataset.records import expand
+from diffgen.schemas.job import JobSpec
+
+
+def _fingerprints(model, textual_inversions: list | None = None, **sampler) -> list[str]:
+    spec = JobSpec.model_validate({"model": {"id": str(model)}, "sampler": {"scheduler": "euler", **sampler},
+                                   "textual_inversions": textual_inversions or []})  # fmt: skip
+    records = expand(pa.table({"id": ["a", "b"], "prompt": ["a cat", "a dog"]}), spec)
+    return fingerprinted(records, spec).column("fingerprint").to_pylist()
+
+
+def test_scheduler_options_change_every_fingerprint_and_unset_options_change_none(tiny_sd):
+    plain = _fingerprints(tiny_sd)
+    trailing = _fingerprints(tiny_sd, scheduler_options={"timestep_spacing": "trailing"})
+    leading = _fingerprints(tiny_sd, scheduler_options={"timestep_spacing": "leading"})
+    assert len({*plain, *trailing, *leading}) == 6
+    assert _fingerprints(tiny_sd, scheduler_options={}) == plain
+    # Outputs made before options existed keep their fingerprints: no key for unset options.
+    spec = JobSpec.model_validate({"model": {"id": str(tiny_sd)}})
+    assert "scheduler_options" not in job_inputs(spec)
+
+
+def test_an_embedding_enters_the_fingerprint_by_its_token_and_file(tiny_sd, tiny_embedding, tmp_path):
+    from lab.builders.tiny import build_tiny_embedding
+
+    other = build_tiny_embedding(tiny_sd, tmp_path / "other.safetensors", seed=9)
+    plain = _fingerprints(tiny_sd)
+    one = _fingerprints(tiny_sd, textual_inversions=[{"path": str(tiny_embedding), "token": "<a>"}])
+    renamed = _fingerprints(tiny_sd, textual_inversions=[{"path": str(tiny_embedding), "token": "<b>"}])
+    refile = _fingerprints(tiny_sd, textual_inversions=[{"path": str(other), "token": "<a>"}])
+    assert len({*plain, *one, *renamed, *refile}) == 8
