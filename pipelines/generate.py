@@ -23,6 +23,7 @@ import pyarrow as pa
 import ray
 
 from diffgen.dataset import storage
+from diffgen.dataset.imagefolder import write as write_imagefolder
 from diffgen.dataset.index import compact, index_files, quarantine_corrupt_shards, read_index
 from diffgen.dataset.layout import RUN_FILE
 from diffgen.dataset.lease import Lease, hold_lease
@@ -179,7 +180,8 @@ def _produce(p: Plan, lease: Lease, started: datetime, t0: float) -> RunSummary:
     write_index_validation(p, index)
     _warn_truncated(index)
     if spec.webdataset.enabled:
-        pack_webdataset(p.output, index, spec.webdataset.shard_max_bytes)
+        pack_webdataset(p.output, index, spec.webdataset.shard_max_bytes, min_shards=spec.webdataset.min_shards,
+                        split_by=spec.webdataset.split_by)  # fmt: skip
     if spec.qc.enabled and index is not None:
         evidence = evidence or QcEvidence({}, 0, None)
         write_report(build_report(p.output, spec.qc, index, evidence, created_at=datetime.now(UTC),
@@ -187,6 +189,7 @@ def _produce(p: Plan, lease: Lease, started: datetime, t0: float) -> RunSummary:
         if spec.qc.utility is not None:  # qc.utility: train on synthetic, test on real (qc/utility.json)
             score_utility(p.output, spec.qc, label_samples=evidence.label_samples, created_at=datetime.now(UTC))
     summary = summarize(p, index, started, time.perf_counter() - t0)
+    write_imagefolder(p.output, index, summary.model_dump(mode="json"))  # metadata.parquet, README.md
     lease.check()
     storage.write_bytes(storage.join(p.output, RUN_FILE), summary.model_dump_json(indent=2).encode())
     return summary

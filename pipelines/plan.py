@@ -237,6 +237,9 @@ def check_columns(columns: list[str], spec: JobSpec) -> None:
     group = spec.qc.fid_group_by
     if spec.qc.enabled and group is not None and group not in columns:
         raise JobSpecError(f"qc.fid_group_by: the manifest has no column '{group}' (it has {', '.join(columns)})")
+    split = spec.webdataset.split_by
+    if spec.webdataset.enabled and split is not None and split not in columns:
+        raise JobSpecError(f"webdataset.split_by: the manifest has no column '{split}' (it has {', '.join(columns)})")
 
 
 def stage_chain(spec: JobSpec, output: str, run_id: str, credentials: C2paCredentials | None = None) -> list:

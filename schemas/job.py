@@ -208,6 +208,19 @@ class WebDatasetSpec(_Strict):
         description="Largest shard in bytes; shards fill in record_id order up to it. A single sample larger than "
         "this gets a shard of its own.",
     )
+    min_shards: int = Field(
+        default=8,
+        ge=1,
+        le=100_000,
+        description="At least this many shards (per split) when there are as many written images, the samples "
+        "spread evenly over them, so every DataLoader worker and node reads shards of its own.",
+    )
+    split_by: str | None = Field(
+        default=None,
+        min_length=1,
+        description="A manifest column (e.g. split): one folder of shards per value, webdataset/<column>=<value>/. "
+        "Values must be 1-64 letters, digits, '.', '_' or '-'.",
+    )
 
 
 class JobSpec(_Strict):

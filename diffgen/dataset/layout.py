@@ -8,7 +8,11 @@ is spelled here once; every writer and reader of an output takes it from here.
     qc/utility.json                the utility score (train on synthetic, test on real)
     qc/expectations/<suite>.json   Great Expectations results (manifest, index)
     webdataset/shard-<n>.tar       the WebDataset copy, and webdataset/shards.parquet
+    webdataset/<column>=<value>/shard-<n>.tar  with webdataset.split_by: <column>, one folder per value
     quarantine/index/              unreadable index shards moved aside
+    metadata.parquet               the written images as a Hugging Face imagefolder: file_name + labels
+    metadata-<n>.parquet           ... one per value of a `split` column
+    README.md                      the dataset card (`load_dataset(OUTPUT)` reads its configs: header)
     run.json                       the run summary, written last
     .diffgen-lease-<epoch>.json    the lease of the run writing the output
 
@@ -24,6 +28,7 @@ import hashlib
 from collections.abc import Iterable
 
 IMAGES_DIR = "images"
+IMAGES_GLOB = f"{IMAGES_DIR}/*/*.png"
 INDEX_DIR = "index"
 REJECTS_DIR = "rejects"
 QC_DIR = "qc"
@@ -35,6 +40,8 @@ WEBDATASET_DIR = "webdataset"
 WEBDATASET_SHARDS = f"{WEBDATASET_DIR}/shards.parquet"
 QUARANTINE_DIR = "quarantine"
 RUN_FILE = "run.json"
+METADATA_PARQUET = "metadata.parquet"
+DATASET_CARD = "README.md"
 LEASE_PREFIX = ".diffgen-lease-"
 SWEEP_POINTS_DIR = "points"
 SWEEP_JSON = "sweep.json"
@@ -68,9 +75,17 @@ def expectations_file(suite: str) -> str:
     return f"{EXPECTATIONS_DIR}/{suite}.json"
 
 
-def webdataset_shard(number: int) -> str:
-    """A WebDataset shard's name inside `WEBDATASET_DIR` (as `shards.parquet` records it)."""
-    return f"shard-{number:06d}.tar"
+def webdataset_shard(number: int, split: tuple[str, str] | None = None) -> str:
+    """A WebDataset shard's path inside `WEBDATASET_DIR` (as `shards.parquet` records it); with webdataset.split_by,
+    inside its (column, value)'s folder, `<column>=<value>/`: Hive's partition naming, which DuckDB and pyarrow
+    read as a column, and which `datasets` does not take for a split folder (a folder named `train` it would)."""
+    name = f"shard-{number:06d}.tar"
+    return name if split is None else f"{split[0]}={split[1]}/{name}"
+
+
+def split_metadata(number: int) -> str:
+    """The imagefolder metadata of one split (numbered: a split's name in a path makes `datasets` guess splits)."""
+    return f"metadata-{number}.parquet"
 
 
 def quarantined_index_shard(name: str) -> str:

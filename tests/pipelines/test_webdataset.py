@@ -37,7 +37,7 @@ def test_run_writes_shards_matching_the_index(ray_cluster, tmp_path, tiny_sd):
             tiny_sd,
             sampler={"steps": 2},
             policy={"max_lost_fraction": 0.5},
-            webdataset={"enabled": True, "shard_max_bytes": shard_max_bytes},
+            webdataset={"enabled": True, "shard_max_bytes": shard_max_bytes, "min_shards": 1},
         )
         return run(load_job_spec(job, manifest=str(manifest), output=str(out)))
 

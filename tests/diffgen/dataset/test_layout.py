@@ -18,12 +18,16 @@ def test_the_names_other_tools_parse():
     assert (layout.RUN_FILE, layout.REPORT_JSON, layout.REPORT_HTML) == ("run.json", "qc/report.json", "qc/report.html")
     assert layout.expectations_file("index") == "qc/expectations/index.json"
     assert (layout.webdataset_shard(3), layout.WEBDATASET_SHARDS) == ("shard-000003.tar", "webdataset/shards.parquet")
+    assert layout.webdataset_shard(0, ("split", "val")) == "split=val/shard-000000.tar"
+    assert (layout.METADATA_PARQUET, layout.split_metadata(2), layout.DATASET_CARD, layout.IMAGES_GLOB) == (
+        "metadata.parquet", "metadata-2.parquet", "README.md", "images/*/*.png")
     assert layout.lease_file(7) == ".diffgen-lease-000000000007.json"
     assert layout.quarantined_index_shard("part-x.parquet") == "quarantine/index/part-x.parquet"
 
 
 # Names that mean nothing but a place in an output (plain words like "images" or "qc" are also keys elsewhere).
-OUTPUT_FILES = ("run.json", "shards.parquet", "report.json", "report.html", ".diffgen-lease-")
+OUTPUT_FILES = ("run.json", "shards.parquet", "report.json", "report.html", ".diffgen-lease-", "metadata.parquet",
+                "metadata-")
 OUTPUT_FOLDERS = ("images/", "index/", "rejects/", "qc/", "webdataset/", "quarantine/")
 
 

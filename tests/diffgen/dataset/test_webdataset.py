@@ -203,3 +203,73 @@ def test_the_webdataset_package_reads_the_shards(tmp_path) -> None:
         assert json.loads(sample["json"])["id"] == row["id"]
     decoded = next(iter(wds.WebDataset(_shards(out)[:1], shardshuffle=False).decode("rgb8")))
     assert decoded["png"].ndim == 3 and decoded["json"]["record_id"] == decoded["__key__"]
+
+
+def _with_phash_and_split(index: pa.Table) -> pa.Table:
+    """The QC columns a real index has: a 64-bit `phash` (uint64, above 2^63 for half the rows) and a split."""
+    n = index.num_rows
+    index = index.append_column("phash", pa.array([(2**63 + i) if i % 2 else i for i in range(n)], pa.uint64()))
+    return index.append_column("split", pa.array(["train" if i % 4 else "val" for i in range(n)]))
+
+
+def test_64_bit_hashes_are_hex_strings_that_every_reader_loads(tmp_path) -> None:
+    from datasets import load_dataset
+
+    out = str(tmp_path / "out")
+    index = _with_phash_and_split(_index(out))
+    pack(out, index, shard_max_bytes=1 << 20)
+    expected = {r["record_id"]: f"{r['phash']:016x}" for r in _written(index).values()}
+    metas = [json.loads(data) for uri in _shards(out) for info, data in _members(uri) if info.name.endswith(".json")]
+    assert {m["record_id"]: m["phash"] for m in metas} == expected
+    assert json.loads(sample_json({"big": 2**64 - 1, "small": -(2**63)})) == {"big": str(2**64 - 1), "small": -(2**63)}
+
+    # Hugging Face's webdataset builder parses each sample's JSON with Arrow (int64): no overflow now.
+    loaded = load_dataset("webdataset", data_files={"train": _shards(out)}, split="train",
+                          cache_dir=str(tmp_path / "hf-cache"))  # fmt: skip
+    assert sorted(loaded["__key__"]) == sorted(expected)
+    assert {row["__key__"]: row["json"]["phash"] for row in loaded} == expected
+    assert loaded[0]["png"].size == (loaded[0]["png"].width, loaded[0]["png"].height)
+
+
+def test_min_shards_spreads_the_samples_evenly_and_a_2_worker_dataloader_reads_each_once(tmp_path) -> None:
+    import torch
+
+    out = str(tmp_path / "out")
+    index = _index(out, written=12)
+    pack(out, index, shard_max_bytes=1 << 20, min_shards=8)
+    shards = _shards(out)
+    assert [len(_members(u)) // 2 for u in shards] == [1, 2, 1, 2, 1, 2, 1, 2]  # 12 over 8, in record_id order
+    few = str(tmp_path / "few")
+    pack(few, _index(few, written=3), shard_max_bytes=1 << 20, min_shards=8)
+    assert len(_shards(few)) == 3  # fewer samples than min_shards: one each
+
+    # Each worker reads its own shards (webdataset's split_by_worker): every sample exactly once.
+    pipeline = wds.WebDataset(shards, shardshuffle=False).decode("rgb8").to_tuple("__key__", "png")
+    loader = torch.utils.data.DataLoader(pipeline, batch_size=None, num_workers=2)
+    keys = [key for key, _ in loader]
+    assert sorted(keys) == sorted(_written(index)) and len(keys) == 12
+
+
+def test_split_by_writes_one_folder_of_shards_per_value(tmp_path) -> None:
+    out = str(tmp_path / "out")
+    index = _with_phash_and_split(_index(out, written=12))
+    result = pack(out, index, shard_max_bytes=1 << 20, min_shards=2, split_by="split")
+    folder = storage.join(out, WEBDATASET_DIR)
+    by_split = {split: storage.list_files(storage.join(folder, f"split={split}"), ".tar") for split in ("train", "val")}
+    assert {k: len(v) for k, v in by_split.items()} == {"train": 2, "val": 2} and result.shards == 4
+    assert _shards(out) == []  # nothing at the top level
+    for split, uris in by_split.items():
+        rows = [json.loads(d) for u in uris for info, d in _members(u) if info.name.endswith(".json")]
+        assert rows and {r["split"] for r in rows} == {split}
+    placed = storage.read_parquet(storage.join(out, WEBDATASET_SHARDS))
+    expected = {shard_name(i, ("split", s)) for s in ("train", "val") for i in (0, 1)}
+    assert set(placed.column("shard").to_pylist()) == expected
+
+    # Packing again without split_by removes the split folders' shards.
+    assert pack(out, index, shard_max_bytes=1 << 20).removed == 4
+
+    bad = index.set_column(index.column_names.index("split"), "split", pa.array(["../x"] * index.num_rows))
+    with pytest.raises(WebDatasetError, match="'../x' of 'split' cannot name a folder"):
+        pack(out, bad, shard_max_bytes=1 << 20, split_by="split")
+    with pytest.raises(WebDatasetError, match="no column 'fold'"):
+        pack(out, index, shard_max_bytes=1 << 20, split_by="fold")
