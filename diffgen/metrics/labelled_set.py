@@ -34,6 +34,7 @@ class LabelledImages:
     """Decoded images of a labelled set, in its stable order, with what was noticed reading them."""
 
     names: list[str]
+    keys: list[str]  # each image's name inside the set, whatever the set's location
     labels: list[str]
     images: list[np.ndarray]
     warnings: list[str] = field(default_factory=list)
@@ -43,7 +44,9 @@ class LabelledImages:
 class LabelledSet:
     uri: str
     layout: str  # "folders" | "parquet"
-    names: tuple[str, ...]
+    names: tuple[str, ...]  # full URIs, for messages
+    keys: tuple[str, ...]  # `<label>/<file>` or `<parquet file>#row=<n>`: what a seeded split hashes, so the
+    # same set gives the same split wherever it lies (a checkout, a copy, a bucket)
     labels: tuple[str, ...]
     files: tuple[str, ...]  # the image files (folders) or the Parquet files
     image_column: str
@@ -61,7 +64,7 @@ class LabelledSet:
             except Exception as e:  # PIL raises many unrelated types for damaged files
                 raise LabelledSetError(f"real image {name} cannot be read: {type(e).__name__}: {e}") from None
             names.append(name)
-        loaded = LabelledImages(names, list(self.labels), images)
+        loaded = LabelledImages(names, list(self.keys), list(self.labels), images)
         sizes = Counter(a.shape[:2] for a in images)
         if len(sizes) > 1:
             (common, _), *_ = sizes.most_common()
@@ -118,28 +121,29 @@ def open_labelled_set(uri: str, *, label_column: str = "label", image_column: st
     folders = [e for e in entries if fs.isdir(storage.filesystem(e)[1])]
     if parquets and not folders:
         return _parquet_set(uri, parquets, label_column, image_column)
-    names, labels = [], []
+    names, keys, labels = [], [], []
     for folder in folders:
         label = posixpath.basename(folder.rstrip("/"))
         for f in storage.list_files(folder):
             if f.lower().endswith(IMAGE_SUFFIXES):
-                names.append(f), labels.append(label)
+                names.append(f), keys.append(f"{label}/{posixpath.basename(f)}"), labels.append(label)
     if not names:
         raise LabelledSetError(
             f"real set {uri} holds no labelled images: expected class subfolders of {', '.join(IMAGE_SUFFIXES)} "
             "files (the subfolder is the label), or Parquet with an image and a label column"
         )
-    return LabelledSet(uri, "folders", tuple(names), tuple(labels), tuple(names), image_column)
+    return LabelledSet(uri, "folders", tuple(names), tuple(keys), tuple(labels), tuple(names), image_column)
 
 
 def _parquet_set(uri: str, files: list[str], label_column: str, image_column: str) -> LabelledSet:
-    names, labels = [], []
+    names, keys, labels = [], [], []
     for f in files:
         table = _read_table(f, [label_column, image_column] if label_column != image_column else [label_column])
         for row, label in enumerate(table.column(label_column).to_pylist()):
             if label is None:
                 raise LabelledSetError(f"real set file {f} row {row}: column '{label_column}' is empty")
             names.append(f"{f}#row={row}"), labels.append(str(label))
+            keys.append(f"{posixpath.basename(f)}#row={row}")
     if not names:
         raise LabelledSetError(f"real set {uri} holds no rows")
-    return LabelledSet(uri, "parquet", tuple(names), tuple(labels), tuple(files), image_column)
+    return LabelledSet(uri, "parquet", tuple(names), tuple(keys), tuple(labels), tuple(files), image_column)

@@ -51,7 +51,7 @@ FIELD = "qc.utility"
 
 @dataclass
 class RealFeatures:
-    names: list[str]
+    names: list[str]  # each image's key inside the real set (`LabelledSet.keys`): the split hashes these
     labels: list[str]
     features: np.ndarray
     warnings: list[str] = field(default_factory=list)
@@ -88,7 +88,7 @@ def embed_real(real: LabelledSet, clip) -> RealFeatures:
     except LabelledSetError as e:
         raise JobSpecError(f"{FIELD}.real: {e}") from None
     features = clip.image_embeddings(loaded.images)
-    return RealFeatures(loaded.names, loaded.labels, features, loaded.warnings)
+    return RealFeatures(loaded.keys, loaded.labels, features, loaded.warnings)
 
 
 def synthetic_samples(output: str, spec: UtilitySpec, clip, *, batch_size: int = 64) -> dict[str, Reservoir]:

@@ -145,3 +145,16 @@ def test_the_stage_profile_writes_its_results(tmp_path):
     for key in ("watermark_on", "watermark_off"):
         assert set(profile[key]) == {"generate_s_per_image", "qc_s_per_image", "write_s_per_image"}
         assert profile[key]["generate_s_per_image"] > 0
+
+
+def test_the_utility_cost_manifest_has_every_shape_in_any_prefix_and_distinct_ids(tmp_path):
+    import pyarrow.parquet as pq
+
+    from benchmarks.utility import cost_manifest, model_identity
+
+    rows = pq.read_table(cost_manifest(1000, tmp_path / "m.parquet")).to_pylist()
+    assert sum(r["num_images"] for r in rows) == 1000 and len({r["id"] for r in rows}) == len(rows)
+    assert {r["label"] for r in rows[:4]} == {"circle", "square", "star", "triangle"}
+    assert sum(r["num_images"] for r in pq.read_table(cost_manifest(18, tmp_path / "s.parquet")).to_pylist()) == 18
+    identity = model_identity()
+    assert identity["folder"] == "models/micro-sd" and len(identity["unet_sha256_16"]) == 16

@@ -53,3 +53,15 @@ def test_unreadable_image_and_empty_set_are_named(tmp_path):
     with pytest.raises(LabelledSetError, match="holds no labelled images"):
         open_labelled_set(str(tmp_path / "empty"))
     _ = np  # images are checked as arrays above
+
+
+def test_keys_name_each_image_inside_the_set_so_a_copy_elsewhere_splits_the_same(tmp_path):
+    for root in ("here", "there/deeper"):
+        for label in ("a", "b"):
+            (tmp_path / root / label).mkdir(parents=True)
+            (tmp_path / root / label / "0.png").write_bytes(_png(1))
+    here, there = open_labelled_set(str(tmp_path / "here")), open_labelled_set(str(tmp_path / "there/deeper"))
+    assert here.keys == there.keys == ("a/0.png", "b/0.png") and here.names != there.names
+    assert here.load().keys == ["a/0.png", "b/0.png"]
+    pq.write_table(pa.table({"image": [_png(1), _png(2)], "label": ["a", "b"]}), tmp_path / "here" / "r.parquet")
+    assert open_labelled_set(str(tmp_path / "here" / "r.parquet")).keys == ("r.parquet#row=0", "r.parquet#row=1")

@@ -102,3 +102,29 @@ def test_check_real_set_refuses_before_any_work(tmp_path):
         check_real_set(UtilitySpec(real=one), None)
     with pytest.raises(JobSpecError, match="qc.utility.real: .*does not exist"):
         check_real_set(UtilitySpec(real=str(tmp_path / "nowhere")), None)
+
+
+class _MeanColour:
+    """An embedding that needs no model: each image's mean RGB (the split is what is under test)."""
+
+    def image_embeddings(self, images):
+        return np.stack([np.asarray(a, np.float64).mean(axis=(0, 1)) for a in images])
+
+
+def test_the_same_real_set_elsewhere_is_split_the_same(tmp_path):
+    from diffgen.reporting.utility import _split, embed_real
+
+    here = _folders(tmp_path / "here", {"circle": 20, "star": 20})
+    there = _folders(tmp_path / "a" / "copy" / "elsewhere", {"circle": 20, "star": 20})
+    splits = []
+    for root in (here, there):
+        spec = UtilitySpec(real=root)
+        test, pools = _split(embed_real(check_real_set(spec, None), _MeanColour()), ["circle", "star"], spec)
+        splits.append((test.tolist(), {c: p.tolist() for c, p in pools.items()}))
+    assert splits[0] == splits[1] and len(splits[0][0]) == 20
+    # Hashing where the files lie would have split the two copies differently.
+    from diffgen.metrics.labelled_set import open_labelled_set
+    from diffgen.metrics.reservoir import sample_keys
+
+    names = [open_labelled_set(r).names for r in (here, there)]
+    assert not np.array_equal(np.argsort(sample_keys(names[0], 0)), np.argsort(sample_keys(names[1], 0)))
