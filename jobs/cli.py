@@ -124,8 +124,10 @@ def run_command(args: argparse.Namespace) -> int:
 def verify_command(args: argparse.Namespace) -> int:
     """Read each image's provenance, XMP, C2PA manifest and watermark; exit 0 only if all agree."""
     from diffgen.dataset import storage
+    from diffgen.dataset.lookup import IndexLookup
     from diffgen.provenance.verify import verify_image
 
+    lookup = IndexLookup(args.index).rows if args.index else None
     try:
         anchors = storage.read_bytes(args.trust_anchors) if args.trust_anchors else None
     except FileNotFoundError as e:
@@ -134,7 +136,8 @@ def verify_command(args: argparse.Namespace) -> int:
     all_ok, unreadable, reports = True, False, {}
     for uri in args.images:
         try:
-            report = verify_image(storage.read_bytes(uri), trust_anchors_pem=anchors, require_c2pa=args.require_c2pa)
+            report = verify_image(storage.read_bytes(uri), trust_anchors_pem=anchors, require_c2pa=args.require_c2pa,
+                                  lookup=lookup)  # fmt: skip
         except (OSError, ValueError) as e:  # a missing or undecodable file is the caller's input, as everywhere: 2
             log.error("%s: cannot read: %s", uri, api.one_line(e))
             unreadable = True
@@ -145,6 +148,9 @@ def verify_command(args: argparse.Namespace) -> int:
             print(f"{uri}: {'OK' if report.ok else 'PROBLEM'}")
             for line in report.summary_lines():
                 print(f"  {line}")
+            for row in report.index_rows or []:
+                print(f"  ROW   record {row.get('record_id')}  manifest row {row.get('id')}  run {row.get('run_id')}  "
+                      f"model {row.get('model_id')}  prompt {row.get('prompt')!r}  ({row.get('output')})")
     if args.json:
         print(json.dumps(reports, indent=2, default=str))
     if unreadable:
@@ -230,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify_parser.add_argument("--trust-anchors", help="PEM root certificate(s) to trust for C2PA")
     verify_parser.add_argument("--require-c2pa", action="store_true", help="an image without C2PA fails")
     verify_parser.add_argument("--json", action="store_true", help="print the reports as JSON")
+    verify_parser.add_argument("--index", nargs="+", metavar="OUTPUT_URI",
+                               help="look the watermark up in these outputs' indexes and print the image's row")
     verify_parser.set_defaults(handler=verify_command)
     from diffgen.jobs.qc import add_parser as add_qc_parser
 

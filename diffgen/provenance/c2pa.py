@@ -4,7 +4,7 @@ Each signed PNG carries one manifest with:
   - `c2pa.actions.v2`: a `c2pa.created` action whose digitalSourceType is IPTC
     `trainedAlgorithmicMedia`;
   - `org.diffgen.provenance`: the provenance record, field for field as in the PNG text chunk;
-  - `c2pa.soft-binding`: the invisible watermark (algorithm `org.diffgen.dwtDctSvd`, value the
+  - `c2pa.soft-binding`: the invisible watermark (algorithm `org.diffgen.cellqim-bch`, value the
     base64 of the 8-byte payload), so a copy stripped of its metadata can be matched back to
     its manifest.
 The automatic thumbnail is off: at its default 1024 px long edge it turns a 12 KB PNG into ~290 KB.
@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 
 PROVENANCE_LABEL = "org.diffgen.provenance"
 SOFT_BINDING_LABEL = "c2pa.soft-binding"
-SOFT_BINDING_ALG = "org.diffgen.dwtDctSvd"
+SOFT_BINDING_ALG = "org.diffgen.cellqim-bch"  # watermark scheme 2 (provenance_version 2)
+SOFT_BINDING_ALG_V1 = "org.diffgen.dwtDctSvd"  # scheme 1, in manifests of earlier images
 _ACTIONS_LABELS = ("c2pa.actions.v2", "c2pa.actions")
 _EXPIRY_WARNING = timedelta(days=7)
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -194,12 +195,14 @@ def manifest_definition(record: ProvenanceRecord) -> dict[str, Any]:
     assertions: list[dict[str, Any]] = [_CREATED, {"label": PROVENANCE_LABEL, "data": record.to_dict()}]
     if record.watermark_payload is not None:
         value = base64.b64encode(bytes.fromhex(record.watermark_payload)).decode("ascii")
+        v1 = record.provenance_version == 1
         assertions.append(
             {
                 "label": SOFT_BINDING_LABEL,
                 "data": {
-                    "alg": SOFT_BINDING_ALG,
-                    "name": "invisible-watermark dwtDctSvd, 64-bit payload over the whole image",
+                    "alg": SOFT_BINDING_ALG_V1 if v1 else SOFT_BINDING_ALG,
+                    "name": "invisible-watermark dwtDctSvd, 64-bit payload over the whole image" if v1 else
+                    "diffgen cell QIM, 64-bit payload with BCH and a 24-bit check, size-normalised grid",
                     "blocks": [{"scope": {}, "value": value}],
                     "pad": [],
                 },
@@ -295,7 +298,7 @@ def verify_png(png_bytes: bytes, trust_anchors_pem: bytes | None = None) -> C2pa
 
 def soft_binding_payload(soft_binding: dict[str, Any] | None) -> bytes | None:
     """The watermark payload a diffgen soft-binding assertion names, or None if it names none."""
-    if not soft_binding or soft_binding.get("alg") != SOFT_BINDING_ALG:
+    if not soft_binding or soft_binding.get("alg") not in (SOFT_BINDING_ALG, SOFT_BINDING_ALG_V1):
         return None
     try:
         return base64.b64decode(soft_binding["blocks"][0]["value"], validate=True)

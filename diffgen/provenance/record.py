@@ -57,7 +57,9 @@ class ProvenanceRecord(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    provenance_version: Literal[1] = 1
+    provenance_version: Literal[1, 2] = Field(
+        default=2, description="2: watermark scheme 2 whose payload commits to this record (`watermark_payload_for`)."
+    )
     record_id: str = Field(min_length=1)
     sample_index: int = Field(ge=0)
     run_id: str = Field(min_length=1)
@@ -141,6 +143,44 @@ class ProvenanceRecord(BaseModel):
     @classmethod
     def from_json(cls, text: str) -> ProvenanceRecord:
         return cls.model_validate_json(text)
+
+
+# What the watermark payload of a version-2 record commits to: everything that says which image this is and
+# how it was made. Left out: the payload itself, and what a retry of the same record may change (time, code).
+IDENTITY_FIELDS = ("run_id", "record_id")
+BOUND_FIELDS = (
+    "sample_index", "manifest_uri", "manifest_row_id", "model_id", "model_revision", "model_weights_sha256",
+    "loras", "model_family", "scheduler", "steps", "guidance_scale", "seed", "width", "height", "prompt",
+    "negative_prompt", "control_image_uris", "control_image_sha256s", "init_image_uris", "init_image_sha256s",
+)  # fmt: skip
+
+
+def watermark_payload_for(record: ProvenanceRecord) -> bytes:
+    """The 8-byte watermark payload of a version-2 record: 5 bytes of sha256 over run id and record id (what
+    finds the image's row) and 3 bytes of sha256 over the `BOUND_FIELDS` (what binds the text to the pixels).
+
+    An edit of any of these fields in the PNG text changes the payload the record implies, so it no longer
+    matches the one in the pixels (missed with probability 2^-24 for a bound field, 2^-40 for an id)."""
+    data = record.to_dict()
+    identity = hashlib.sha256(_canonical(["diffgen-watermark-id", *(data[k] for k in IDENTITY_FIELDS)])).digest()
+    bound = hashlib.sha256(_canonical(["diffgen-watermark-binding", {k: data[k] for k in BOUND_FIELDS}])).digest()
+    return identity[:5] + bound[:3]
+
+
+def payload_disagreement(record: ProvenanceRecord, payload: bytes) -> list[str]:
+    """The parts of a version-2 record that do not give `payload` (empty when it does): its ids (the first 5
+    bytes) and the fields bound to the pixels (the last 3), each in words."""
+    implied = watermark_payload_for(record)
+    parts = []
+    if implied[:5] != payload[:5]:
+        parts.append("run_id or record_id")
+    if implied[5:] != payload[5:]:
+        parts.append("prompt, seed, model or another bound field")
+    return parts
+
+
+def _canonical(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
 
 
 def xmp_packet(record: ProvenanceRecord) -> str:

@@ -1,11 +1,12 @@
-"""A realistic provenance record for tests, with its watermark payload derived as the pipeline does."""
+"""A realistic provenance record for tests, with its watermark payload derived as the pipeline does
+(scheme 2 by default; `provenance_version=1` gives an image of the earlier scheme)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from diffgen.provenance import watermark
-from diffgen.provenance.record import ProvenanceRecord
+from diffgen.provenance import watermark_v1
+from diffgen.provenance.record import ProvenanceRecord, watermark_payload_for
 
 
 def sample_record(**overrides) -> ProvenanceRecord:
@@ -31,7 +32,13 @@ def sample_record(**overrides) -> ProvenanceRecord:
         "negative_prompt": "blurry",
         "git_commit": "0" * 40,
         "created_at": datetime(2026, 11, 22, 3, 4, 5, 678000, tzinfo=UTC),
-        "watermark_payload": watermark.payload_hex(watermark.payload_for(run_id, record_id)),
     }
     fields.update(overrides)
-    return ProvenanceRecord(**fields)
+    record = ProvenanceRecord(**fields)
+    if "watermark_payload" in overrides:
+        return record
+    if record.provenance_version == 1:  # scheme 1: the payload names the run and record only
+        payload = watermark_v1.payload_for(run_id, record_id)
+    else:
+        payload = watermark_payload_for(record)
+    return record.model_copy(update={"watermark_payload": payload.hex()})

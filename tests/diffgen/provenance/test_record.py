@@ -5,7 +5,7 @@ import json
 import os
 import subprocess
 import xml.etree.ElementTree as ET
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import numpy as np
 import pytest
@@ -29,7 +29,21 @@ def test_record_json_is_canonical_and_round_trips() -> None:
     assert "東京" in text  # UTF-8 kept, not \u-escaped
     assert parsed["seed"] == 2**63 - 5
     assert parsed["created_at"] == "2026-11-22T03:04:05.678000Z"
-    assert parsed["provenance_version"] == 1
+    assert parsed["provenance_version"] == 2
+
+
+def test_the_payload_commits_to_the_ids_and_to_how_the_image_was_made() -> None:
+    record = sample_record()
+    payload = bytes.fromhex(record.watermark_payload)
+    assert pv.watermark_payload_for(record) == payload and pv.payload_disagreement(record, payload) == []
+    for field, value in [("prompt", "a dog"), ("seed", 7), ("model_id", "other/model"), ("steps", 21)]:
+        edited = record.model_copy(update={field: value})
+        assert pv.payload_disagreement(edited, payload) == ["prompt, seed, model or another bound field"], field
+    for field in ("run_id", "record_id"):
+        edited = record.model_copy(update={field: "x"})
+        assert pv.payload_disagreement(edited, payload)[0] == "run_id or record_id", field
+    later = record.model_copy(update={"git_commit": "1" * 40, "created_at": datetime(2027, 1, 1, tzinfo=UTC)})
+    assert pv.watermark_payload_for(later) == payload  # a retry's time and code do not change the image
 
 
 def test_created_at_must_be_aware_and_is_stored_in_utc() -> None:

@@ -63,11 +63,11 @@ def test_a_signed_watermarked_image_passes_every_check(signer, pki) -> None:
         "c2pa-watermark": "pass",
     }, report.summary_lines()
     assert report.ok
-    assert report.watermark_bit_accuracy == 1.0
-    assert report.watermark_payload == sample_record().watermark_payload
+    assert report.watermark_bit_accuracy == 1.0 and report.watermark_confidence == 1.0
+    assert report.watermark_payload == sample_record(width=SIZE, height=SIZE).watermark_payload
     lines = report.summary_lines()
     assert lines[-1].startswith("OK")
-    assert any(line.startswith("PASS") and "64/64 bits" in line for line in lines)
+    assert any(line.startswith("PASS") and "read exactly" in line for line in lines)
     json.dumps(report.to_dict())
 
 
@@ -120,7 +120,7 @@ def test_a_record_whose_payload_is_not_derived_from_its_ids_fails() -> None:
     record = sample_record(width=SIZE, height=SIZE, watermark_payload="00" * 8)
     report = verify_image(write(record))
     assert statuses(report)["watermark"] == "fail"
-    assert "not the one its run and record id give" in detail(report, "watermark")
+    assert "not the one its fields give" in detail(report, "watermark")
 
 
 def test_an_unwatermarked_image_only_warns() -> None:
@@ -129,7 +129,7 @@ def test_an_unwatermarked_image_only_warns() -> None:
     assert report.ok and statuses(report)["watermark"] == "warn"
     small = sample_record(width=32, height=32, watermark_payload=None)
     report = verify_image(write(small, pixels=_pixels()[:32, :32]))
-    assert report.ok and statuses(report)["watermark"] == "skip"
+    assert report.ok and statuses(report)["watermark"] == "warn"
 
 
 def test_a_small_image_claiming_a_watermark_fails() -> None:
@@ -175,3 +175,32 @@ def test_bytes_that_are_not_a_png() -> None:
 def test_bad_trust_anchors_raise(signer) -> None:
     with pytest.raises(cs.C2paConfigError, match="trust anchors"):
         verify_image(write(signer=signer), b"not pem")
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("prompt", "a dog on a skateboard"), ("seed", 12345), ("model_id", "someone/else"), ("run_id", "run-forged")],
+)
+def test_edited_metadata_is_flagged_without_c2pa(field: str, value) -> None:
+    """The text chunks say something else than what the pixels were marked for: the payload the edited
+    record implies no longer matches the one in the pixels, whether or not the editor also updated it."""
+    original = sample_record(width=SIZE, height=SIZE)
+    pixels = wm.embed(_pixels(), bytes.fromhex(original.watermark_payload))
+    edited = original.model_copy(update={field: value})
+    consistent = sample_record(width=SIZE, height=SIZE, **{field: value})  # payload re-derived by the editor
+    for claimed in (edited, consistent):
+        report = verify_image(encode_png(pixels, png_text_chunks(claimed)))
+        assert not report.ok and statuses(report)["watermark"] == "fail", report.summary_lines()
+        which = "run_id or record_id" if field == "run_id" else "prompt, seed, model"
+        assert which in detail(report, "watermark")
+
+
+def test_an_image_of_the_earlier_scheme_still_verifies() -> None:
+    from diffgen.provenance import watermark_v1
+
+    record = sample_record(width=SIZE, height=SIZE, provenance_version=1)
+    data = encode_png(watermark_v1.embed(_pixels(), bytes.fromhex(record.watermark_payload)), png_text_chunks(record))
+    report = verify_image(data)
+    assert report.ok and statuses(report)["watermark"] == "pass", report.summary_lines()
+    assert "64/64 bits" in detail(report, "watermark")
+    assert not verify_image(encode_png(_pixels(), png_text_chunks(record))).ok
