@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from diffgen.dataset.index import CorruptIndexError
 from diffgen.dataset.lease import LeaseHeldError, LeaseLostError, read_lease_holder
+from diffgen.dataset.output import Output
 from diffgen.dataset.resume import ChangedRecordsError
 from diffgen.dataset.storage import UnsupportedUriError
 from diffgen.generation.model_folder import ModelLoadError
@@ -222,6 +223,23 @@ def qc(output: str, *, job: str | Path | None = None, overrides: list[str] | Non
 
     with _typed_errors():
         return rescore(output, job=None if job is None else str(job), overrides=overrides)
+
+
+def open_output(output: str) -> Output:
+    """An output wherever it lives now (copied, synced, mounted): its index with every written image's `image_uri`
+    under `output`, and its images. Raises `InvalidInputError` when `output` holds no diffgen index.
+
+        out = open_output("/data/copied-run")
+        out.written.to_pandas()            # the dataset's rows, labels included
+        out.read_image(record_id)          # a PIL image
+    """
+    from diffgen.dataset.output import NotAnOutputError
+    from diffgen.dataset.output import open_output as open_at
+
+    try:
+        return open_at(output)
+    except NotAnOutputError as e:
+        raise InvalidInputError(str(e)) from None
 
 
 def utility(

@@ -118,18 +118,20 @@ def _staged(spec: JobSpec, job: Path, verbose: bool) -> Submission:
         name = job.name if job.suffix in (".yaml", ".yml") else f"{job.name}.yaml"
         data = spec.model_dump(mode="json", exclude_unset=True, exclude={"manifest", "output"})
         data["run_id"] = spec.run_id
-        text = yaml.safe_dump(data, sort_keys=False)
-        (staging / name).write_text(text)
         manifest_digest = b""
         if _is_local(manifest):
             local = _local_path(manifest)
             if not local.is_file():
                 raise api.InvalidInputError(f"manifest: {local} is not a file")
             _check_no_relative_images(local)
+            # The cluster reads the shipped copy (a path inside Ray's package); run.json and provenance name this.
+            data["manifest_source"] = spec.manifest_source or manifest
             manifest = local.name if local.name != name else f"manifest-{local.name}"
             shutil.copyfile(local, staging / manifest)  # relative: the job's working_dir on the cluster
             with local.open("rb") as f:
                 manifest_digest = hashlib.file_digest(f, "sha256").digest()
+        text = yaml.safe_dump(data, sort_keys=False)
+        (staging / name).write_text(text)
         argv = ["python", "-m", "diffgen.jobs.generate", name, "--manifest", manifest, "--output", output]
         entrypoint = shlex.join(argv + (["-v"] if verbose else []))
         runtime_env = {"working_dir": str(staging), "py_modules": [str(stage_code(root / "code"))],

@@ -216,7 +216,7 @@ def summarize(p: Plan, index: pa.Table | None, started: datetime, wall: float) -
         run_id=p.run_id,
         status=outcome,
         met_policy=outcome == "complete" or (outcome == "partial" and not p.spec.policy.require_full),
-        manifest=p.manifest_uri,
+        manifest=spec_manifest(p.spec, p.manifest_uri),
         output=p.output,
         job=p.spec.model_dump(mode="json"),
         counts=counts,
@@ -226,6 +226,11 @@ def summarize(p: Plan, index: pa.Table | None, started: datetime, wall: float) -
         images_per_second=round(counts.images_written / wall, 4) if wall > 0 else 0.0,
         versions=package_versions(),
     )
+
+
+def spec_manifest(spec: JobSpec, read_from: str) -> str:
+    """The manifest as run.json names it: the submitter's URI when the run read a shipped copy."""
+    return spec.manifest_source or read_from
 
 
 def slot_counts(p: Plan, index: pa.Table | None) -> RunCounts:

@@ -237,6 +237,11 @@ class JobSpec(_Strict):
     textual_inversions: list[TextualInversionSpec] = Field(default_factory=list, max_length=64)
     seed: int = Field(default=0, ge=0, lt=2**63)
     manifest: str | None = Field(default=None, description="Manifest Parquet URI (any fsspec URI).")
+    manifest_source: str | None = Field(
+        default=None,
+        description="The manifest as its submitter named it, recorded in run.json and every image's provenance "
+        "when the run reads a copy (`diffgen submit` ships a local manifest inside the job's package).",
+    )
     output: str | None = Field(default=None, description="Output URI (any fsspec URI).")
 
     @field_validator("run_id")

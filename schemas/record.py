@@ -87,7 +87,8 @@ INDEX_SCHEMA = pa.schema(
         ("status", pa.string()),
         ("error", pa.string()),
         ("replaceable", pa.bool_()),
-        ("image_uri", pa.string()),
+        ("image_uri", pa.string()),  # where the image was written; image_path is where it is inside the output
+        ("image_path", pa.string()),
         ("sha256", pa.string()),
         ("seed", pa.int64()),
         ("prompt", pa.string()),

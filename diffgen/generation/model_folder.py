@@ -35,6 +35,23 @@ def model_folder(model: ModelSpec, field: str) -> Path:
         ) from None
 
 
+def _is_hub_id(name: object) -> bool:
+    return isinstance(name, str) and name.count("/") == 1 and not name.startswith((".", "/", "~")) and " " not in name
+
+
+def model_name(model: ModelSpec) -> str:
+    """What provenance calls the model: its hub id, or for a local folder the hub id its model_index.json states
+    (`_name_or_path`), else the folder's own name; never a machine's path (the weights hash pins the weights)."""
+    folder = Path(model.id)
+    if not folder.is_dir():
+        return model.id
+    try:
+        stated = json.loads((folder / "model_index.json").read_text()).get("_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        stated = None
+    return stated if _is_hub_id(stated) else folder.resolve().name
+
+
 def read_json(path: Path, field: str, what: str) -> dict:
     if not path.is_file():
         raise ModelLoadError(f"{field}: {path.parent} has no {path.name}; is it a diffusers {what} folder?")

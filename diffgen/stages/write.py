@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from diffgen.dataset import storage
 from diffgen.dataset.layout import image_key, index_shard
-from diffgen.generation.model_folder import model_index
+from diffgen.generation.model_folder import model_index, model_name
 from diffgen.metrics.image_checks import phash
 from diffgen.provenance import watermark
 from diffgen.provenance.c2pa import C2paCredentials, C2paSigner, C2paSigningError, sign_png, verify_png
@@ -55,7 +55,7 @@ class WriteStage:
     adds = (
         "image_uri", "sha256", "run_id", "model_id", "model_weights_sha256", "loras", "scheduler", "scheduler_options",
         "textual_inversions", "created_at",
-        "watermark_payload", "watermark_ok", "watermark_embeds", "c2pa_valid", "provenance",
+        "watermark_payload", "watermark_ok", "watermark_embeds", "c2pa_valid", "provenance", "image_path",
     )  # fmt: skip
 
     def __init__(self, spec: JobSpec, output: str, run_id: str, credentials: C2paCredentials | None = None):
@@ -65,6 +65,7 @@ class WriteStage:
         self.credentials = credentials
         self._signer: C2paSigner | None = None
         self._weights: str | None = None
+        self._model_name = spec.model.id
         self._loras: list[LoraUse] = []
         self._commit: str | None = None
         self._ready = False
@@ -72,6 +73,7 @@ class WriteStage:
     def setup(self) -> None:
         """Once per worker: hash the weights (cached per folder), build the C2PA signer."""
         self._weights = weights_hash(model_index(self.spec.model)[0])
+        self._model_name = model_name(self.spec.model)  # provenance names no local path
         self._loras = [
             LoraUse(name=x.adapter_name, path=x.path, weight=x.weight, sha256=file_sha256(x.path))
             for x in self.spec.loras
@@ -94,9 +96,9 @@ class WriteStage:
             record_id=row["record_id"],
             sample_index=row["sample_index"],
             run_id=self.run_id,
-            manifest_uri=self.spec.manifest,
+            manifest_uri=self.spec.manifest_source or self.spec.manifest,
             manifest_row_id=row["id"],
-            model_id=self.spec.model.id,
+            model_id=self._model_name,
             model_revision=self.spec.model.revision,
             model_weights_sha256=self._weights,
             loras=self._loras or None,
@@ -160,10 +162,12 @@ class WriteStage:
             except C2paSigningError as e:
                 raise _RowProblem(RecordStatus.FAILED, f"c2pa_sign_failed: {e}") from None
             row["c2pa_valid"] = verify_png(data).valid
-        uri = storage.join(self.output, image_key(row["record_id"]))
+        path = image_key(row["record_id"])
+        uri = storage.join(self.output, path)
         storage.write_bytes(uri, data)
         row.update(
             image_uri=uri,
+            image_path=path,
             sha256=hashlib.sha256(data).hexdigest(),
             status=RecordStatus.WRITTEN.value,
             watermark_payload=record.watermark_payload,
@@ -182,7 +186,7 @@ class WriteStage:
                        scheduler_options=self._scheduler_options,
                        textual_inversions=[x.model_dump() for x in self._embeddings] or None,
                        model_weights_sha256=self._weights, loras=[x.model_dump() for x in self._loras] or None)
-            row.update(created_at=now, image_uri=None, sha256=None)
+            row.update(created_at=now, image_uri=None, image_path=None, sha256=None)
             if row["status"] is None:
                 try:
                     self._write_one(row)

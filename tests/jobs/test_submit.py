@@ -118,6 +118,7 @@ def test_submit_wait_runs_the_job_on_the_cluster_and_returns_its_exit_code(ray_h
     out = tmp_path / "out"
     summary = json.loads((out / "run.json").read_text())
     assert summary["status"] == "complete" and summary["job"]["sampler"]["steps"] == 2
+    assert summary["manifest"] == str(tmp_path / "m.parquet")  # not the copy inside Ray's package
     assert summary["counts"]["images_written"] == 2 and f'"run_id": "{summary["run_id"]}"' in result.stdout
     index = storage.read_parquet_folder(str(out / "index"))
     assert index.num_rows == 2 and set(index.column("split").to_pylist()) == {"val"}
@@ -179,7 +180,9 @@ def test_the_staged_job_is_the_validated_one(tmp_path, tiny_sd):
             again = load_job_spec("nightly.yaml", manifest="m.parquet", output=str(tmp_path / "out"))
         finally:
             os.chdir(cwd)
-        assert again.model_copy(update={"manifest": str(manifest)}) == expected
+        # The cluster reads the shipped copy; run.json and provenance name the manifest as submitted.
+        assert again.manifest_source == str(manifest)
+        assert again.model_copy(update={"manifest": str(manifest), "manifest_source": None}) == expected
         (code,) = prepared.runtime_env["py_modules"]
         assert Path(code).name == "diffgen" and (Path(code) / "generation" / "loading.py").is_file()
         assert {p.name for p in Path(code).iterdir()} >= {"schemas", "pipelines", "jobs", "dataset", "__init__.py"}
