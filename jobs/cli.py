@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import sys
+from typing import TextIO
 
 from diffgen.jobs import api
 
@@ -23,12 +24,65 @@ log = logging.getLogger("diffgen")
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def configure_logging(verbose: bool, level: str | None = None) -> None:
-    """`-v` is debug with tracebacks; `--log-level` (or `--quiet`, i.e. warning) sets the level otherwise."""
+class TerminalStream:
+    """stderr shared by the log and a progress line redrawn in place: a log line first clears the progress line."""
+
+    def __init__(self, stream: TextIO):
+        self.stream, self.progress_shown = stream, False
+
+    def write(self, text: str) -> None:
+        if self.progress_shown:
+            self.stream.write("\r\x1b[2K")
+            self.progress_shown = False
+        self.stream.write(text)
+
+    def show_progress(self, line: str) -> None:
+        self.stream.write(f"\r\x1b[2K{line}")
+        self.stream.flush()
+        self.progress_shown = True
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+class ProgressHandler(logging.Handler):
+    """`diffgen.progress` records: on a terminal one line redrawn at every batch, else the periodic INFO lines."""
+
+    def __init__(self, stream: TextIO | TerminalStream, formatter: logging.Formatter):
+        super().__init__(logging.DEBUG)
+        self.stream, self.line_format = stream, formatter
+
+    def emit(self, record: logging.LogRecord) -> None:
+        snapshot = getattr(record, "progress", None)
+        if isinstance(self.stream, TerminalStream) and snapshot is not None:
+            self.stream.show_progress(snapshot.line())
+        elif record.levelno >= logging.INFO:
+            self.stream.write(self.line_format.format(record) + "\n")
+            self.stream.flush()
+
+
+def configure_logging(
+    verbose: bool, level: str | None = None, stream: TextIO | None = None
+) -> TextIO | TerminalStream:
+    """`-v` is debug with tracebacks; `--log-level` (or `--quiet`, i.e. warning) sets the level otherwise. A run's
+    progress is one line redrawn in place on a terminal, a line every 10 s in a log file, none under --quiet."""
+    stream = stream or sys.stderr
     chosen = logging.DEBUG if verbose else getattr(logging, (level or "info").upper())
-    logging.basicConfig(level=chosen, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    shared = TerminalStream(stream) if stream.isatty() else stream
+    logging.basicConfig(level=chosen, format=LOG_FORMAT, stream=shared)
+    progress = logging.getLogger("diffgen.progress")
+    progress.propagate = False  # its own handler decides between the live line and the periodic lines
+    progress.handlers = [ProgressHandler(shared, logging.Formatter(LOG_FORMAT))]
+    if chosen > logging.INFO:
+        progress.setLevel(logging.WARNING)
+    else:
+        progress.setLevel(logging.DEBUG if isinstance(shared, TerminalStream) or verbose else logging.INFO)
+    # Ray Data's own progress is off below debug (pipelines/generate.py); so is its note that it is off.
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.INFO if verbose else logging.ERROR)
+    return shared
     for noisy in ("filelock", "urllib3", "botocore", "s3fs", "aiobotocore", "fsspec"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

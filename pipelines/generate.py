@@ -39,6 +39,7 @@ from diffgen.pipelines.plan import (
     write_rejects,
     write_validation,
 )
+from diffgen.pipelines.progress import Progress
 from diffgen.pipelines.qc import StatsSink, gather, qc_map
 from diffgen.pipelines.resources import wait_for_resources
 from diffgen.pipelines.write import write_map
@@ -103,9 +104,12 @@ def _blocks(table: pa.Table, batch_size: int, num_actors: int) -> list[pa.Table]
     return [table.slice(i, rows) for i in range(0, table.num_rows, rows)]
 
 
-def execute(p: Plan, sink: ray.actor.ActorHandle | None) -> None:
-    """Generate and write every record in `p.todo`; with QC on, the scoring actors report to `sink`."""
+def execute(p: Plan, sink: ray.actor.ActorHandle | None, progress: Progress | None = None) -> None:
+    """Generate and write every record in `p.todo`; with QC on, the scoring actors report to `sink`; every index
+    batch written is counted in `progress`."""
     spec, compute = p.spec, p.spec.compute
+    # Ray Data's own bars ("Total Progress: 0/?") only with debug logging: `progress` says what a person needs.
+    ray.data.DataContext.get_current().enable_progress_bars = log.isEnabledFor(logging.DEBUG)
     check_chain(p.todo.column_names, stage_chain(spec, p.output, p.run_id, p.credentials))
     failures = LoadFailures.remote()
     ds = ray.data.from_arrow(_blocks(p.todo, compute.batch_size, compute.num_actors))
@@ -123,8 +127,9 @@ def execute(p: Plan, sink: ray.actor.ActorHandle | None) -> None:
         ds = qc_map(ds, spec.qc, sink, batch_size=rows, gpus=compute.gpus_per_actor, niceness=compute.helper_niceness)
     ds = write_map(ds, p, batch_size=rows)
     try:
-        for _ in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-            pass
+        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            if progress is not None:
+                progress.add(batch)
     except Exception:
         load_error = ray.get(failures.first.remote())
         if load_error is not None:
@@ -141,12 +146,15 @@ def generate_rounds(p: Plan, lease: Lease) -> tuple[Plan, QcEvidence | None]:
     connect()
     wait_for_resources(p.spec, p.spec.compute.resource_wait_s)
     sink = StatsSink.remote() if p.spec.qc.enabled else None
+    slots = p.records.num_rows
+    progress = Progress(slots, already=slots - len(set(p.todo.column("slot_id").to_pylist())))
     for round_number in range(p.spec.policy.max_attempts):
         if not p.todo.num_rows:
             break
         attempts = sorted(set(p.todo.column("attempt").to_pylist()))
         log.info("round %d: %d image(s) to make (attempts %s)", round_number, p.todo.num_rows, attempts)
-        execute(p, sink)
+        execute(p, sink, progress)
+        progress.emit()
         lease.check()  # a run that lost its lease leaves the output to the run that holds it
         p = next_round(p)
     return p, None if sink is None else QcEvidence(*gather(sink))
