@@ -17,6 +17,7 @@ them for split folders).
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -67,10 +68,22 @@ def write(output: str, index: pa.Table | None, summary: dict[str, Any]) -> None:
     column = metadata.column(SPLIT_COLUMN).cast(pa.string()) if names else None
     for n, name in enumerate(names):
         storage.write_parquet(metadata.filter(pc.equal(column, name)), storage.join(output, split_metadata(n)))
-    storage.write_bytes(storage.join(output, DATASET_CARD), card(metadata, names, summary).encode("utf-8"))
+    card_text = card(metadata, names, summary, model=_model_named(index))
+    storage.write_bytes(storage.join(output, DATASET_CARD), card_text.encode("utf-8"))
 
 
-def card(metadata: pa.Table, names: list[str], summary: dict[str, Any]) -> str:
+def _model_named(index: pa.Table) -> str | None:
+    """The model as the images' provenance names it (hub id or folder name, and weights hash), not a local path."""
+    if "provenance" not in index.column_names:
+        return None
+    for text in index.column("provenance").to_pylist():
+        if text:
+            record = json.loads(text)
+            return f"{record.get('model_id')} (weights sha256 {str(record.get('model_weights_sha256'))[:16]}...)"
+    return None
+
+
+def card(metadata: pa.Table, names: list[str], summary: dict[str, Any], model: str | None = None) -> str:
     """The dataset card: a `datasets` YAML header (configs, license) and what a reader needs to trust it."""
     if names:
         files = [{"split": name, "path": [split_metadata(n), IMAGES_GLOB]} for n, name in enumerate(names)]
@@ -82,7 +95,7 @@ def card(metadata: pa.Table, names: list[str], summary: dict[str, Any]) -> str:
     header = {"license": "unknown", "tags": ["synthetic", "diffgen"], "configs": [config]}
     job = summary.get("job") or {}
     counts = summary.get("counts") or {}
-    model = job.get("model") or {}
+    model = model or (job.get("model") or {}).get("id", "?")
     sampler = job.get("sampler") or {}
     labels = [c for c in metadata.column_names if c not in EXAMPLE_COLUMNS and c != "file_name"]
     sizes = pc.value_counts(metadata.column(SPLIT_COLUMN).cast(pa.string())).to_pylist() if names else []
@@ -97,7 +110,7 @@ def card(metadata: pa.Table, names: list[str], summary: dict[str, Any]) -> str:
         f"asked for; status {summary.get('status', '?')})",
         f"- splits: {split_sizes or 'train (all)'}",
         f"- label columns: {', '.join(labels) or 'none'}",
-        f"- model: {model.get('id', '?')}; scheduler {sampler.get('scheduler', '?')}, {sampler.get('steps', '?')} "
+        f"- model: {model}; scheduler {sampler.get('scheduler', '?')}, {sampler.get('steps', '?')} "
         f"steps, guidance {sampler.get('guidance_scale', '?')}",
         f"- manifest: {summary.get('manifest', '?')}; run {summary.get('run_id', '?')}, finished "
         f"{summary.get('finished_at', '?')}",

@@ -73,6 +73,17 @@ def test_load_dataset_gives_the_images_with_their_labels_and_splits(tmp_path):
 
     card = storage.read_bytes(storage.join(out, DATASET_CARD)).decode()
     assert card.startswith("---\nlicense: unknown\n") and "train (9), validation (3)" in card and "shape" in card
+    assert "- model: micro-sd;" in card  # no provenance column here: the job's model id
+
+
+def test_the_card_names_the_model_as_the_provenance_does(tmp_path):
+    out = str(tmp_path / "out")
+    index = _labelled(out, written=2)
+    provenance = '{"model_id": "org/sd-finetune", "model_weights_sha256": "' + "ab" * 32 + '"}'
+    index = index.append_column("provenance", pa.array([provenance] * index.num_rows))
+    write(out, index, {**SUMMARY, "job": {"model": {"id": "/home/someone/models/sd"}}})
+    card = storage.read_bytes(storage.join(out, DATASET_CARD)).decode()
+    assert "- model: org/sd-finetune (weights sha256 abababababababab...)" in card and "/home/someone" not in card
 
 
 def test_without_a_split_column_the_folder_is_one_train_split(tmp_path):
