@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from diffgen.dataset import storage
-from diffgen.dataset.fingerprint import fingerprinted, job_fingerprint, job_inputs, record_fingerprints
+from diffgen.dataset.fingerprint import fingerprinted, input_columns, job_fingerprint, job_inputs, record_fingerprints
 from diffgen.dataset.index import read_index
 from diffgen.dataset.layout import rejects_file
 from diffgen.dataset.records import expand
@@ -29,7 +29,7 @@ from diffgen.pipelines.resources import demands, shortfall, visible_nodes
 from diffgen.provenance.c2pa import C2paConfigError, C2paCredentials, load_credentials
 from diffgen.reporting.expectations import Failure, SuiteResult, validate_index, validate_manifest_table, write_result
 from diffgen.reporting.utility import check_before_run as check_utility_inputs
-from diffgen.schemas.job import JobSpec, JobSpecError
+from diffgen.schemas.job import IP_ADAPTER_COLUMN, JobSpec, JobSpecError
 from diffgen.schemas.manifest import ManifestError, check_rows, describe_row_problems, with_plain_strings
 from diffgen.schemas.record import INDEX_SCHEMA
 from diffgen.stages.chain import check_chain
@@ -172,7 +172,7 @@ class InputUnreachableError(RuntimeError):
 
 def _input_uris(records: pa.Table, spec: JobSpec) -> dict[str, str]:
     """Every distinct init, mask and control image URI the records name -> the first row id naming it."""
-    columns = ["init_image", "mask_image", *spec.control_columns().values()]
+    columns = ["init_image", "mask_image", *spec.control_columns().values(), IP_ADAPTER_COLUMN]
     first_row: dict[str, str] = {}
     for column in (c for c in columns if c in records.column_names):
         for uri, rid in zip(records.column(column).to_pylist(), records.column("id").to_pylist()):
@@ -326,7 +326,7 @@ def _resume(p: Plan, *, retry_failed: bool) -> ResumeState:
 
     def refingerprint(records: pa.Table) -> pa.Table:  # an attempt's seed is its own: so is its fingerprint
         return records.set_column(records.column_names.index("fingerprint"), "fingerprint",
-                                  record_fingerprints(records, job_fp, controls))  # fmt: skip
+                                  record_fingerprints(records, job_fp, input_columns(p.spec)))  # fmt: skip
 
     return resume_state(p.records, index, p.job, controls, refingerprint, attempts)
 

@@ -29,6 +29,8 @@ PREPROCESSOR_NAMES: tuple[str, ...] = PreprocessorName.__args__  # type: ignore[
 # Manifest column(s) holding control images: `control_image` with one ControlNet,
 # `control_image_<name>` per ControlNet with several.
 CONTROL_COLUMN = "control_image"
+# Manifest column holding each row's IP-Adapter image prompt.
+IP_ADAPTER_COLUMN = "ip_adapter_image"
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -144,6 +146,25 @@ class TextualInversionSpec(_Strict):
         return v
 
 
+class IpAdapterSpec(_Strict):
+    """An IP-Adapter (image prompt): its weights file, the CLIP vision encoder it was trained with, its scale.
+    Its images come from the manifest column `ip_adapter_image`."""
+
+    weights: str = Field(min_length=1, description="The adapter's .safetensors file (diffusers' IP-Adapter layout).")
+    image_encoder: str = Field(min_length=1, description="A CLIPVisionModelWithProjection folder (safetensors).")
+    scale: float = Field(default=1.0, ge=0.0, le=10.0, description="Weight of the image tokens; 0 is the text alone.")
+    required: bool = Field(
+        default=True, description="An empty ip_adapter_image cell rejects the row; false runs it at scale 0."
+    )
+
+    @field_validator("weights")
+    @classmethod
+    def _is_safetensors(cls, v: str) -> str:
+        if not v.endswith(".safetensors"):
+            raise ValueError(f"expected a .safetensors file, got {v!r}")
+        return v
+
+
 class ComputeSpec(_Strict):
     num_actors: int = Field(default=1, ge=1, description="Generation actors (one pipeline each).")
     gpus_per_actor: float = Field(default=0.0, ge=0.0, le=8.0, description="0 runs on the CPU.")
@@ -235,6 +256,9 @@ class JobSpec(_Strict):
     controlnets: list[ControlNetSpec] = Field(default_factory=list, max_length=8)
     loras: list[LoraSpec] = Field(default_factory=list, max_length=16)
     textual_inversions: list[TextualInversionSpec] = Field(default_factory=list, max_length=64)
+    ip_adapters: list[IpAdapterSpec] = Field(
+        default_factory=list, max_length=1, description="At most one for now; its images: column ip_adapter_image."
+    )
     seed: int = Field(default=0, ge=0, lt=2**63)
     manifest: str | None = Field(default=None, description="Manifest Parquet URI (any fsspec URI).")
     manifest_source: str | None = Field(
@@ -354,10 +378,12 @@ def load_job_spec(
     roots = policy.get("input_roots") if isinstance(policy, dict) else None
     if isinstance(roots, list):
         policy["input_roots"] = [_resolve_relative(r, base) if isinstance(r, str) and r else r for r in roots]
-    for listed in (data.get("loras"), data.get("textual_inversions")):
+    for listed, keys in ((data.get("loras"), ("path",)), (data.get("textual_inversions"), ("path",)),
+                         (data.get("ip_adapters"), ("weights", "image_encoder"))):  # fmt: skip
         for entry in listed if isinstance(listed, list) else []:
-            if isinstance(entry, dict) and isinstance(entry.get("path"), str):
-                entry["path"] = _resolve_relative(entry["path"], base)
+            for key in keys:
+                if isinstance(entry, dict) and isinstance(entry.get(key), str):
+                    entry[key] = _resolve_relative(entry[key], base)
     cwd = Path.cwd()
     if manifest is not None:
         data["manifest"] = _resolve_relative(manifest, cwd)

@@ -43,6 +43,7 @@ class ManifestRow(BaseModel):
     mask_image: str | None = Field(default=None, description="Inpainting mask URI (white = repaint); needs init_image.")
     strength: float | None = Field(default=None, gt=0.0, le=1.0)
     control_image: str | None = Field(default=None, description="The control image URI when the job has one ControlNet.")
+    ip_adapter_image: str | None = Field(default=None, description="The IP-Adapter's image prompt URI.")
 
     @model_validator(mode="after")
     def _image_fields_need_an_init_image(self) -> ManifestRow:
@@ -81,6 +82,7 @@ _ARROW_KIND = {
     "mask_image": is_text,
     "strength": lambda t: pa.types.is_floating(t) or pa.types.is_integer(t),
     "control_image": is_text,
+    "ip_adapter_image": is_text,
 }
 _FLOAT_COLUMNS = ("guidance_scale", "guidance_rescale", "strength")
 

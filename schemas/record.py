@@ -44,6 +44,24 @@ class TextualInversionUse(BaseModel):
 TEXTUAL_INVERSION_TYPE = pa.list_(pa.struct([("token", pa.string()), ("path", pa.string()), ("sha256", pa.string())]))
 
 
+class IpAdapterUse(BaseModel):
+    """One IP-Adapter as applied to an image: its weights file and sha256, image encoder folder and hash, scale."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    weights: str
+    sha256: str
+    image_encoder: str
+    image_encoder_sha256: str
+    scale: float
+
+
+IP_ADAPTER_TYPE = pa.list_(
+    pa.struct([("weights", pa.string()), ("sha256", pa.string()), ("image_encoder", pa.string()),
+               ("image_encoder_sha256", pa.string()), ("scale", pa.float64())])
+)  # fmt: skip
+
+
 class QcReason(StrEnum):
     """Why QC rejected an image (`qc_reasons[].reason`); `detail` says more where there is more to say."""
 
@@ -110,6 +128,9 @@ INDEX_SCHEMA = pa.schema(
         ("mask_image_sha256", pa.string()),
         ("control_image_uris", pa.list_(pa.string())),
         ("control_image_sha256", pa.list_(pa.string())),
+        ("ip_adapter_image", pa.string()),
+        ("ip_adapter_image_sha256", pa.string()),
+        ("ip_adapters", IP_ADAPTER_TYPE),
         ("pipeline_class", pa.string()),
         ("model_id", pa.string()),
         ("model_weights_sha256", pa.string()),
@@ -135,6 +156,6 @@ TRANSIENT_COLUMNS: tuple[str, ...] = ("pixels",)
 # Index columns a manifest may also carry (as per-row inputs); every other index column is reserved.
 MANIFEST_INPUT_COLUMNS: frozenset[str] = frozenset(
     {"id", "prompt", "negative_prompt", "seed", "guidance_scale", "guidance_rescale", "steps", "width", "height",
-     "init_image", "mask_image", "strength"}
+     "init_image", "mask_image", "strength", "ip_adapter_image"}
 )  # fmt: skip
 GENERATED_COLUMNS: frozenset[str] = frozenset(INDEX_COLUMNS) - MANIFEST_INPUT_COLUMNS | frozenset(TRANSIENT_COLUMNS)

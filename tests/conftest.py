@@ -74,6 +74,14 @@ def tiny_embedding(tiny_sd: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 
 @pytest.fixture(scope="session")
+def tiny_ip_adapter(tiny_sd: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An IP-Adapter folder for `tiny_sd`: `ip-adapter.safetensors` and a tiny CLIP vision encoder in `image_encoder/`."""
+    from lab.builders.tiny import build_tiny_ip_adapter
+
+    return build_tiny_ip_adapter(tiny_sd, tmp_path_factory.mktemp("models") / "tiny-ip-adapter")
+
+
+@pytest.fixture(scope="session")
 def tiny_family(tiny_sd: Path, tiny_controlnet: Path, tmp_path_factory: pytest.TempPathFactory):
     """`tiny_family(name)` -> (pipeline folder, ControlNet folder) for 'sd', 'sdxl', 'sd3' or 'flux', built once."""
     from lab.builders import tiny as tiny_models

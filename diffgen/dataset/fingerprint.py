@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from diffgen.generation.model_folder import model_folder, model_index
 from diffgen.provenance.record import file_sha256, weights_hash
-from diffgen.schemas.job import JobSpec
+from diffgen.schemas.job import IP_ADAPTER_COLUMN, JobSpec
 
 # The per-record inputs, as effective values after the job's defaults (`diffgen.dataset.records.expand`).
 RECORD_FIELDS: tuple[str, ...] = (
@@ -58,11 +58,14 @@ def job_inputs(spec: JobSpec) -> dict[str, Any]:
         if spec.textual_inversions
         else {}
     )
+    adapters = {"ip_adapters": [{"sha256": file_sha256(a.weights), "image_encoder": weights_hash(Path(a.image_encoder)),
+                                 "scale": a.scale} for a in spec.ip_adapters]} if spec.ip_adapters else {}  # fmt: skip
     return {
         "model": _folder_inputs(folder),
         "scheduler": spec.sampler.scheduler,
         **options,
         **embeddings,
+        **adapters,
         "loras": [{"name": x.adapter_name, "weight": x.weight, "sha256": file_sha256(x.path)} for x in spec.loras],
         "controlnets": [
             {
@@ -94,5 +97,11 @@ def record_fingerprints(records: pa.Table, job_fp: str, control_columns: list[st
 def fingerprinted(records: pa.Table, spec: JobSpec, job: dict[str, Any] | None = None) -> pa.Table:
     """`records` (from `diffgen.dataset.records.expand`) with their `fingerprint` column; `job` is `job_inputs(spec)`."""
     job = job_inputs(spec) if job is None else job
-    controls = list(spec.control_columns().values())
-    return records.append_column("fingerprint", record_fingerprints(records, job_fingerprint(job), controls))
+    fingerprints = record_fingerprints(records, job_fingerprint(job), input_columns(spec))
+    return records.append_column("fingerprint", fingerprints)
+
+
+def input_columns(spec: JobSpec) -> list[str]:
+    """The job's own input-image columns, in a record's fingerprint beside `RECORD_FIELDS`: one per ControlNet, and
+    the image prompt's with an IP-Adapter (only then, so records of jobs without one keep their fingerprints)."""
+    return [*spec.control_columns().values(), *([IP_ADAPTER_COLUMN] if spec.ip_adapters else [])]

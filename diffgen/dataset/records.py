@@ -13,7 +13,7 @@ import posixpath
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from diffgen.schemas.job import JobSpec
+from diffgen.schemas.job import IP_ADAPTER_COLUMN, JobSpec
 from diffgen.schemas.manifest import ManifestError, is_control_column
 
 _SEED_SPACE = 2**63
@@ -101,6 +101,10 @@ def check_control_columns(columns: list[str], spec: JobSpec) -> None:
         for name, column in expected.items()
         if column not in columns and name in required
     ]
+    if IP_ADAPTER_COLUMN in columns and not spec.ip_adapters:
+        problems.append(f"column '{IP_ADAPTER_COLUMN}' but the job spec has no ip_adapters")
+    if IP_ADAPTER_COLUMN not in columns and any(a.required for a in spec.ip_adapters):
+        problems.append(f"ip_adapters.0 needs a column '{IP_ADAPTER_COLUMN}' (or set required: false)")
     if problems:
         raise ManifestError("manifest: " + "; ".join(problems))
 
@@ -109,7 +113,7 @@ def expand(manifest: pa.Table, spec: JobSpec) -> pa.Table:
     """One row per image (a slot, attempt 0): the manifest's columns plus `record_id`, `slot_id` (the same
     for attempt 0), `attempt`, `sample_index`, and the
     effective `seed`, `negative_prompt`, `guidance_scale`, `guidance_rescale`, `steps`, `width`,
-    `height`, `init_image`, `mask_image` and `strength` (null without an init image).
+    `height`, `init_image`, `mask_image`, `strength` (null without an init image) and `ip_adapter_image`.
 
     Image URIs (init, mask, control) that are relative paths resolve against the manifest's folder.
     """
@@ -143,6 +147,7 @@ def expand(manifest: pa.Table, spec: JobSpec) -> pa.Table:
         "strength": pc.if_else(pc.is_null(init_image), pa.scalar(None, pa.float64()), strength),
     }
     effective.update({c: _uri_column(out, c, base) for c in spec.control_columns().values() if c in out.column_names})
+    effective[IP_ADAPTER_COLUMN] = _uri_column(out, IP_ADAPTER_COLUMN, base)
     for name, values in effective.items():
         if name in out.column_names:
             out = out.set_column(out.column_names.index(name), name, values)

@@ -30,7 +30,10 @@ from diffgen.dataset.records import attempts_of
 from diffgen.schemas.record import RecordStatus
 
 _COMMITTED = (RecordStatus.WRITTEN.value, RecordStatus.REJECTED.value)
-_INPUT_IMAGES = (("init_image", "init_image_sha256"), ("mask_image", "mask_image_sha256"))
+_INPUT_IMAGES = (
+    ("init_image", "init_image_sha256"), ("mask_image", "mask_image_sha256"),
+    ("ip_adapter_image", "ip_adapter_image_sha256"),
+)  # fmt: skip
 
 
 class ChangedRecordsError(ValueError):

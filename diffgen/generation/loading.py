@@ -23,6 +23,7 @@ from transformers import PreTrainedModel
 from transformers.utils import logging as transformers_logging
 
 from diffgen.generation.families import FAMILIES, FAMILY_BY_INDEX_CLASS, Family, UnknownFamilyError, family_for
+from diffgen.generation.ip_adapter import IpAdapterError, check_ip_adapters, load_ip_adapters
 from diffgen.generation.lora import LoraError, check_loras, load_loras
 from diffgen.generation.model_folder import ModelLoadError, model_folder, model_index, read_json
 from diffgen.generation.schedulers import check_scheduler, check_scheduler_config, check_scheduler_options
@@ -242,7 +243,8 @@ def _preflight(spec: JobSpec) -> tuple[Family, dict]:
     try:
         check_loras(spec.loras)
         check_textual_inversions(spec.textual_inversions, family.name, folder)
-    except (LoraError, TextualInversionError) as e:
+        check_ip_adapters(spec.ip_adapters, family.name)
+    except (LoraError, TextualInversionError, IpAdapterError) as e:
         raise ModelLoadError(str(e)) from None
     return family, index
 
@@ -347,7 +349,8 @@ def load_pipeline_set(spec: JobSpec, where: Placement) -> PipelineSet:
     try:
         load_loras(pipe, spec.loras)
         load_textual_inversions(pipe, spec.textual_inversions)
-    except (LoraError, TextualInversionError) as e:
+        load_ip_adapters(pipe, spec.ip_adapters)
+    except (LoraError, TextualInversionError, IpAdapterError) as e:
         raise ModelLoadError(str(e)) from None
     controlnets = [load_controlnet(c, i, family, where) for i, c in enumerate(spec.controlnets)]
     if not offload:
@@ -356,6 +359,7 @@ def load_pipeline_set(spec: JobSpec, where: Placement) -> PipelineSet:
     pipes = PipelineSet(
         pipe, family, list(zip(spec.controlnets, controlnets)), offload_device=where.device if offload else None
     )
+    pipes.ip_adapter_specs = list(spec.ip_adapters)
     if not spec.sampler.allow_untrained_size:
         pipes.trained_sizes = trained_sizes(index)
     return pipes

@@ -55,6 +55,9 @@ class Request:
     init_image: Image.Image | None = None
     mask_image: Image.Image | None = None
     control_images: tuple[Image.Image | None, ...] = field(default=())
+    # The IP-Adapter image prompt and its sha256; None runs the adapter at scale 0 (an optional adapter).
+    ip_adapter_image: Image.Image | None = None
+    ip_adapter_sha256: str | None = None
 
     @property
     def mode(self) -> str:
@@ -78,6 +81,8 @@ class Request:
             self.guidance_scale,
             self.guidance_rescale,
             strength,
+            # diffusers encodes one image prompt per adapter and call, shared by the call's prompts
+            self.ip_adapter_sha256 or "",
         )
 
 
@@ -247,6 +252,10 @@ def _call(pipes: PipelineSet, chunk: list[Request]) -> list[Result]:
     if first.mask_image is not None:
         kwargs["mask_image"] = [pipe.mask_processor.resize(r.mask_image, height, width) for r in chunk]
     rng = contextlib.nullcontext()
+    if pipes.ip_adapter_specs:
+        kwargs["ip_adapter_image"] = [first.ip_adapter_image or Image.new("RGB", (width, height))]
+        if first.ip_adapter_image is None:
+            rng = _ip_adapter_off(pipe, pipes)
     if mode.startswith("controlnet"):
         kwargs.update(_control_arguments(pipes, chunk, "control_image" if "control_image" in params else "image"))
         if pipes.family.controlnet_noise_first and mode == "controlnet":
@@ -263,6 +272,16 @@ def _call(pipes: PipelineSet, chunk: list[Request]) -> list[Result]:
         message = f"{type(e).__name__}: {e}"[:500]
         return [Result(None, message, False, cls.__name__, cfg)] * len(chunk)
     return _to_uint8(np.asarray(out.images, dtype=np.float32), cls.__name__, cfg)
+
+
+@contextlib.contextmanager
+def _ip_adapter_off(pipe: DiffusionPipeline, pipes: PipelineSet):
+    """Scale 0 for a call without an image prompt: the image tokens then add exact zeros."""
+    pipe.set_ip_adapter_scale(0.0)
+    try:
+        yield
+    finally:
+        pipe.set_ip_adapter_scale([s.scale for s in pipes.ip_adapter_specs])
 
 
 def _initial_latents(

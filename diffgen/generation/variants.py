@@ -16,7 +16,7 @@ import torch
 from diffusers import DiffusionPipeline
 
 from diffgen.generation.families import FAMILY_BY_INDEX_CLASS, Family, family_for
-from diffgen.schemas.job import ControlNetSpec
+from diffgen.schemas.job import ControlNetSpec, IpAdapterSpec
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ class PipelineSet:
         self._variants: dict[str, DiffusionPipeline] = {"text2img": base}
         self._offloaded_mode: str | None = None
         self._steps_refusals: dict[int, str | None] = {}
+        self.ip_adapter_specs: list[IpAdapterSpec] = []  # loaded into the base pipeline's UNet
 
     @classmethod
     def wrap(cls, pipe: DiffusionPipeline | PipelineSet) -> PipelineSet:

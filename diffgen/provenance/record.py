@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 import diffgen
 from diffgen.provenance.png import decode_png
-from diffgen.schemas.record import LoraUse, TextualInversionUse
+from diffgen.schemas.record import IpAdapterUse, LoraUse, TextualInversionUse
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,11 @@ class ProvenanceRecord(BaseModel):
     textual_inversions: list[TextualInversionUse] | None = Field(
         default=None, description="Textual-inversion embeddings loaded: token, file, sha256."
     )
+    ip_adapters: list[IpAdapterUse] | None = Field(
+        default=None, description="IP-Adapters applied: weights file and sha256, image encoder and hash, scale."
+    )
+    ip_adapter_image_uri: str | None = Field(default=None, description="The image prompt, when the row had one.")
+    ip_adapter_image_sha256: str | None = None
     model_family: str | None = Field(
         default=None, description="The diffusers pipeline class, e.g. StableDiffusionPipeline."
     )

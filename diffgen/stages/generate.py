@@ -22,7 +22,7 @@ from diffgen.generation.images import ImageInputError, InputImage, InputLimits, 
 from diffgen.generation.loading import load_pipeline_set, placement
 from diffgen.generation.sampling import Request, Result, generate, prompt_limits, prompt_truncation
 from diffgen.generation.variants import PipelineSet
-from diffgen.schemas.job import JobSpec
+from diffgen.schemas.job import IP_ADAPTER_COLUMN, JobSpec
 from diffgen.schemas.record import RecordStatus
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ class GenerateStage:
     adds = (
         "pixels", "status", "error", "replaceable", "cfg", "pipeline_class",
         "init_image_sha256", "mask_image_sha256", "control_image_uris", "control_image_sha256",
-        "prompt_truncated", "prompt_truncation",
+        "prompt_truncated", "prompt_truncation", "ip_adapter_image_sha256",
     )  # fmt: skip
 
     def __init__(self, spec: JobSpec):
@@ -56,6 +56,7 @@ class GenerateStage:
         roots = tuple(policy.input_roots) if policy.input_roots is not None else None
         self.limits = InputLimits(policy.max_input_bytes, policy.input_timeout_s, roots)
         required = [self.control_columns[c.name] for c in spec.controlnets if c.required]
+        required += [IP_ADAPTER_COLUMN] if any(a.required for a in spec.ip_adapters) else []
         self.reads = ("record_id", *_REQUEST_COLUMNS, *required)
 
     def setup(self) -> None:
@@ -72,7 +73,7 @@ class GenerateStage:
     def __call__(self, batch: pa.Table) -> pa.Table:
         if self.pipes is None:
             self.setup()
-        rows = batch.select([c for c in _REQUEST_COLUMNS if c in batch.column_names]).to_pylist()
+        rows = batch.select([c for c in (*_REQUEST_COLUMNS, IP_ADAPTER_COLUMN) if c in batch.column_names]).to_pylist()
         controls = {
             name: batch.column(col).to_pylist() if col in batch.column_names else [None] * batch.num_rows
             for name, col in self.control_columns.items()
@@ -86,6 +87,7 @@ class GenerateStage:
             try:
                 images["init_image"] = self._image(row.get("init_image"), "init_image", "RGB", cache)
                 images["mask_image"] = self._image(row.get("mask_image"), "mask_image", "L", cache)
+                images[IP_ADAPTER_COLUMN] = self._ip_adapter_image(row.get(IP_ADAPTER_COLUMN), cache)
                 control = [self._control(c, controls[c.name][i], cache) for c in self.spec.controlnets]
             except _RowRejected as e:
                 results[i] = Result(None, str(e), rejected=not e.transient)
@@ -138,6 +140,13 @@ class GenerateStage:
             raise cache[key]
         return cache[key]
 
+    def _ip_adapter_image(self, uri: str | None, cache: dict) -> InputImage | None:
+        if not self.spec.ip_adapters:
+            return None
+        if not uri and self.spec.ip_adapters[0].required:
+            raise _RowRejected(f"{IP_ADAPTER_COLUMN}: empty, but ip_adapters.0 needs an image for every row")
+        return self._image(uri, IP_ADAPTER_COLUMN, "RGB", cache)
+
     def _control(self, spec, uri: str | None, cache: dict) -> tuple[InputImage, object] | None:
         column = self.control_columns[spec.name]
         if not uri:
@@ -170,6 +179,7 @@ class GenerateStage:
             "pipeline_class": pa.array([r.pipeline_class for r in results], pa.string()),
             "init_image_sha256": pa.array([sha(images, "init_image") for images, _ in inputs], pa.string()),
             "mask_image_sha256": pa.array([sha(images, "mask_image") for images, _ in inputs], pa.string()),
+            "ip_adapter_image_sha256": pa.array([sha(images, IP_ADAPTER_COLUMN) for images, _ in inputs], pa.string()),
             "control_image_uris": pa.array(
                 [
                     [c[0].uri if c else None for c in control] if has_control and control else None
@@ -208,7 +218,7 @@ def _failed(result: Result | None) -> bool:
 
 
 def _request(row: dict, images: dict, control: list) -> Request:
-    init, mask = images.get("init_image"), images.get("mask_image")
+    init, mask, prompt_image = images.get("init_image"), images.get("mask_image"), images.get(IP_ADAPTER_COLUMN)
     return Request(
         prompt=row["prompt"],
         negative_prompt=row["negative_prompt"],
@@ -222,4 +232,6 @@ def _request(row: dict, images: dict, control: list) -> Request:
         init_image=init.image if init is not None else None,
         mask_image=mask.image if mask is not None else None,
         control_images=tuple(c[1] if c else None for c in control),
+        ip_adapter_image=prompt_image.image if prompt_image is not None else None,
+        ip_adapter_sha256=prompt_image.sha256 if prompt_image is not None else None,
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -35,6 +36,7 @@ from diffgen.schemas.record import (
     INDEX_COLUMNS,
     INDEX_SCHEMA,
     TRANSIENT_COLUMNS,
+    IpAdapterUse,
     LoraUse,
     RecordStatus,
     TextualInversionUse,
@@ -54,7 +56,7 @@ class WriteStage:
     )  # fmt: skip
     adds = (
         "image_uri", "sha256", "run_id", "model_id", "model_weights_sha256", "loras", "scheduler", "scheduler_options",
-        "textual_inversions", "created_at",
+        "textual_inversions", "ip_adapters", "created_at",
         "watermark_payload", "watermark_ok", "watermark_embeds", "c2pa_valid", "provenance", "image_path",
     )  # fmt: skip
 
@@ -82,6 +84,11 @@ class WriteStage:
             TextualInversionUse(token=t.token, path=t.path, sha256=file_sha256(t.path))
             for t in self.spec.textual_inversions
         ]
+        self._ip_adapters = [
+            IpAdapterUse(weights=a.weights, sha256=file_sha256(a.weights), image_encoder=a.image_encoder,
+                         image_encoder_sha256=weights_hash(Path(a.image_encoder)), scale=a.scale)
+            for a in self.spec.ip_adapters
+        ]  # fmt: skip
         self._commit = git_commit()
         options = self.spec.sampler.scheduler_options
         self._scheduler_options = json.dumps(options, sort_keys=True) if options else None
@@ -103,6 +110,9 @@ class WriteStage:
             model_weights_sha256=self._weights,
             loras=self._loras or None,
             textual_inversions=self._embeddings or None,
+            ip_adapters=self._ip_adapters or None,
+            ip_adapter_image_uri=row.get("ip_adapter_image"),
+            ip_adapter_image_sha256=row.get("ip_adapter_image_sha256"),
             model_family=row.get("pipeline_class"),
             scheduler=self.spec.sampler.scheduler,
             scheduler_options=self.spec.sampler.scheduler_options or None,
@@ -185,6 +195,7 @@ class WriteStage:
             row.update(run_id=self.run_id, model_id=self.spec.model.id, scheduler=self.spec.sampler.scheduler,
                        scheduler_options=self._scheduler_options,
                        textual_inversions=[x.model_dump() for x in self._embeddings] or None,
+                       ip_adapters=[x.model_dump() for x in self._ip_adapters] or None,
                        model_weights_sha256=self._weights, loras=[x.model_dump() for x in self._loras] or None)
             row.update(created_at=now, image_uri=None, image_path=None, sha256=None)
             if row["status"] is None:

@@ -415,3 +415,38 @@ def build_tiny_embedding(
     out = Path(path)
     save_file({token: embedding.contiguous()}, str(out))
     return out
+
+
+def build_tiny_ip_adapter(pipeline: str | Path, path: str | Path, *, seed: int = 6, std: float = 0.3) -> Path:
+    """Write an IP-Adapter for the tiny SD 1.x pipeline `pipeline` to the folder `path`: `ip-adapter.safetensors`
+    (diffusers' layout: `image_proj.*`, a projection of the image embedding to 4 tokens, and `ip_adapter.<k>.to_k_ip`
+    / `to_v_ip` for each cross-attention layer, k = 1, 3, 5, ...) and `image_encoder/`, a tiny CLIP vision encoder
+    with projection. Weights are random and wide enough that the image prompt visibly steers the image."""
+    from safetensors.torch import save_file
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(seed)
+    out = Path(path)
+    encoder = CLIPVisionModelWithProjection(
+        CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=2,
+                         image_size=32, patch_size=8, projection_dim=32)
+    )  # fmt: skip
+    encoder.save_pretrained(out / "image_encoder", safe_serialization=True)
+    unet = UNet2DConditionModel.from_pretrained(Path(pipeline) / "unet")
+    cross = unet.config.cross_attention_dim
+    tensors = {
+        "image_proj.proj.weight": torch.randn(4 * cross, encoder.config.projection_dim) * std,
+        "image_proj.proj.bias": torch.zeros(4 * cross),
+        "image_proj.norm.weight": torch.ones(cross),
+        "image_proj.norm.bias": torch.zeros(cross),
+    }
+    key = 1
+    for name in unet.attn_processors:
+        if name.endswith("attn1.processor"):
+            continue
+        hidden = unet.get_submodule(name.removesuffix(".processor")).to_k.weight.shape[0]
+        tensors[f"ip_adapter.{key}.to_k_ip.weight"] = torch.randn(hidden, cross) * std
+        tensors[f"ip_adapter.{key}.to_v_ip.weight"] = torch.randn(hidden, cross) * std
+        key += 2
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / "ip-adapter.safetensors"))
+    return out

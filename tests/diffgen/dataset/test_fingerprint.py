@@ -34,3 +34,15 @@ def test_an_embedding_enters_the_fingerprint_by_its_token_and_file(tiny_sd, tiny
     renamed = _fingerprints(tiny_sd, textual_inversions=[{"path": str(tiny_embedding), "token": "<b>"}])
     refile = _fingerprints(tiny_sd, textual_inversions=[{"path": str(other), "token": "<a>"}])
     assert len({*plain, *one, *renamed, *refile}) == 8
+
+
+def test_an_ip_adapter_and_its_image_enter_the_fingerprint(tiny_sd, tiny_ip_adapter):
+    adapter = {"weights": str(tiny_ip_adapter / "ip-adapter.safetensors"),
+               "image_encoder": str(tiny_ip_adapter / "image_encoder")}  # fmt: skip
+
+    def fingerprints(scale: float, image: str) -> list[str]:
+        spec = JobSpec.model_validate({"model": {"id": str(tiny_sd)}, "ip_adapters": [adapter | {"scale": scale}]})
+        table = pa.table({"id": ["a"], "prompt": ["a cat"], "ip_adapter_image": [image]})
+        return fingerprinted(expand(table, spec), spec).column("fingerprint").to_pylist()
+
+    assert len({*fingerprints(1.0, "/a.png"), *fingerprints(0.5, "/a.png"), *fingerprints(1.0, "/b.png")}) == 3
