@@ -27,10 +27,12 @@ rescale (aspect included) lands on the same cells. Crops that are resized back m
 are found by exhaustive search over a small parameter space (Cox, Miller, Bloom, Fridrich and
 Kalker, "Digital Watermarking and Steganography", 2nd ed., 2008, on synchronisation): the decoder
 assumes the image shows a centred share `s` of the original (s from 1 down to 0.7 in steps of
-0.025, then refined to 1/160), measures the cells through that map and scores it blindly: on the
+0.025, then refined to 1/160) and that its contrast was scaled by a gain `g` (0.8 to 1.25 in steps
+of 0.05, then refined to 1/80: a contrast change about mid-grey scales the chroma means, which
+moves them off the lattice), measures the cells through that map and scores it blindly: on the
 right map every cell mean sits on the union of the two lattices, so the mean of
-cos(4 pi (mean - dither) / step) is near 1; elsewhere it is near 0. Only the uncropped map and the
-two best maps are decoded. Uniform border bands (a crop padded back in place) are masked first;
+cos(4 pi (mean / g - dither) / step) is near 1; elsewhere it is near 0. Only the unchanged map and
+the two best maps are decoded. Uniform border bands (a crop padded back in place) are masked first;
 cells less than half visible are erasures, decoded once filled with 0 and once with 1 (one of the
 two fillings gets at most half of them wrong). Not handled: rotation, off-centre crops, flips.
 """
@@ -56,7 +58,8 @@ _CANVAS = 128  # side of the canvas the cells are measured on (the grid's region
 _WORK = 160  # side of the whole image resampled once per decode, before the crop maps
 _PASSES = 5
 _SCALES = np.round(np.arange(1.0, 0.6999, -0.025), 4)
-_REFINE = (0.0125, 0.00625)
+_GAINS = np.round(np.arange(0.8, 1.2501, 0.05), 4)
+_REFINE = ((0.0125, 0.025), (0.00625, 0.0125))
 _MAPS_DECODED = 2
 _RGB_TO_YUV = np.array([[0.299, 0.587, 0.114], [-0.14713, -0.28886, 0.436], [0.615, -0.51499, -0.10001]])
 _YUV_TO_RGB = np.linalg.inv(_RGB_TO_YUV)
@@ -107,6 +110,7 @@ class Detection:
     correctable: int
     layout: str
     scale: float  # the share of the original's side the image shows (1.0: uncropped)
+    gain: float  # how the image's contrast was scaled (1.0: unchanged)
 
 
 def layout_for(height: int, width: int) -> Layout:
@@ -169,13 +173,13 @@ def decode(pixels: np.ndarray, *, search: bool = True) -> Detection | None:
     _check_pixels(pixels, minimum=16)
     canvas, visible = _canvas(pixels), _visible_mask(pixels)
     for layout in LAYOUTS:
-        if (found := _decode_map(canvas, visible, layout, 1.0)) is not None:
+        if (found := _decode_map(canvas, visible, layout, 1.0, 1.0)) is not None:
             return found
     if not search:
         return None
     for layout in LAYOUTS:
-        for scale in _best_maps(canvas, visible, layout):
-            if scale != 1.0 and (found := _decode_map(canvas, visible, layout, scale)) is not None:
+        for scale, gain in _best_maps(canvas, visible, layout):
+            if (scale, gain) != (1.0, 1.0) and (found := _decode_map(canvas, visible, layout, scale, gain)) is not None:
                 return found
     return None
 
@@ -262,40 +266,47 @@ def _cell_means(canvas: np.ndarray, visible: np.ndarray, grid: int) -> tuple[np.
     return sums / np.maximum(weight, 1e-9)[..., None], weight / (k * k)
 
 
-def _phases(canvas: np.ndarray, visible: np.ndarray, layout: Layout, scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """Each codeword slot's position between lattice points, in [0, 1), and whether it is visible enough."""
+def _measure(canvas: np.ndarray, visible: np.ndarray, layout: Layout, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each codeword slot's cell mean over its step, and whether its cell is visible enough, under a crop map."""
     warped, seen = _warp(canvas, visible, layout.margin, scale)
     means, share = _cell_means(warped, seen, layout.grid)
-    steps = layout.steps_at()
-    phase = ((means.reshape(-1)[layout.slots] / steps) - layout.dither.reshape(-1)[layout.slots]) % 1.0
     cells = np.repeat(share.reshape(-1), 3)[layout.slots]
-    return phase, cells >= 0.5
+    return means.reshape(-1)[layout.slots] / layout.steps_at(), cells >= 0.5
 
 
-def _sync_score(canvas: np.ndarray, visible: np.ndarray, layout: Layout, scale: float) -> float:
-    phase, usable = _phases(canvas, visible, layout, scale)
-    if usable.sum() < layout.code.bits // 2:
-        return -1.0
-    return float(np.cos(4 * np.pi * phase[usable]).mean())
+def _phase(measured: np.ndarray, layout: Layout, gain: float) -> np.ndarray:
+    """Each slot's position between lattice points, in [0, 1), if the image's contrast was multiplied by `gain`."""
+    return (measured / gain - layout.dither.reshape(-1)[layout.slots]) % 1.0
 
 
-def _best_maps(canvas: np.ndarray, visible: np.ndarray, layout: Layout) -> list[float]:
-    """The `_MAPS_DECODED` crop shares that score best, each refined around a coarse-grid peak."""
-    scores = {float(s): _sync_score(canvas, visible, layout, float(s)) for s in _SCALES}
-    peaks = sorted(scores, key=scores.get, reverse=True)[:_MAPS_DECODED]
+def _best_maps(canvas: np.ndarray, visible: np.ndarray, layout: Layout) -> list[tuple[float, float]]:
+    """The `_MAPS_DECODED` (crop share, gain) maps that score best, each refined around a coarse-grid peak."""
+    measured: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+    scores: dict[tuple[float, float], float] = {}
+
+    def score(scale: float, gain: float) -> float:
+        if (scale, gain) not in scores:
+            if scale not in measured:
+                measured[scale] = _measure(canvas, visible, layout, scale)
+            values, usable = measured[scale]
+            enough = usable.sum() >= layout.code.bits // 2 and 0.6 < scale <= 1.0
+            scores[scale, gain] = float(np.cos(4 * np.pi * _phase(values, layout, gain)[usable]).mean()) if enough else -1
+        return scores[scale, gain]
+
+    coarse = [(float(s), 1.0) for s in _SCALES] + [(1.0, float(g)) for g in _GAINS if g != 1.0]
+    peaks = sorted(coarse, key=lambda m: score(*m), reverse=True)[:_MAPS_DECODED]
     refined = []
-    for scale in peaks:
-        for step in _REFINE:
-            for candidate in (scale - step, scale + step):
-                if 0.6 < candidate <= 1.0 and candidate not in scores:
-                    scores[candidate] = _sync_score(canvas, visible, layout, candidate)
-            scale = max((scale - step, scale, scale + step), key=lambda s: scores.get(s, -2.0))
-        refined.append(scale)
+    for scale, gain in peaks:
+        for ds, dg in _REFINE:
+            around = [(scale + a * ds, gain + b * dg) for a in (-1, 0, 1) for b in (-1, 0, 1)]
+            scale, gain = max(around, key=lambda m: score(*m))
+        refined.append((scale, gain))
     return list(dict.fromkeys(refined))
 
 
-def _decode_map(canvas: np.ndarray, visible: np.ndarray, layout: Layout, scale: float) -> Detection | None:
-    phase, usable = _phases(canvas, visible, layout, scale)
+def _decode_map(canvas: np.ndarray, visible: np.ndarray, layout: Layout, scale: float, gain: float) -> Detection | None:
+    values, usable = _measure(canvas, visible, layout, scale)
+    phase = _phase(values, layout, gain)
     bits = ((phase > 0.25) & (phase < 0.75)).astype(np.uint8)  # nearer the bit-1 lattice (offset step/2)
     fillings = (0, 1) if not usable.all() else (None,)
     for fill in fillings:
@@ -304,7 +315,7 @@ def _decode_map(canvas: np.ndarray, visible: np.ndarray, layout: Layout, scale: 
         if found is not None:
             confidence = 1.0 - found.corrected / (found.correctable + 1)
             return Detection(found.payload, round(confidence, 4), found.corrected, found.correctable, layout.name,
-                             round(scale, 5))  # fmt: skip
+                             round(scale, 5), round(gain, 4))  # fmt: skip
     return None
 
 

@@ -132,6 +132,14 @@ def test_sync_finds_a_centred_crop_resized_back(keep: float) -> None:
     assert found.scale == pytest.approx((256 - 2 * cut) / 256, abs=0.01)
 
 
+@pytest.mark.parametrize("contrast", [0.9, 1.1])
+def test_sync_finds_a_contrast_change(contrast: float) -> None:
+    marked = wm.embed(scene(256, 8), PAYLOAD)
+    changed = np.clip(np.rint((marked.astype(np.float64) - 128) * contrast + 128), 0, 255).astype(np.uint8)
+    found = wm.decode(changed)
+    assert found is not None and found.payload == PAYLOAD and found.gain == pytest.approx(contrast, abs=0.03)
+
+
 def test_a_crop_kept_at_its_size_is_found_too() -> None:
     marked = wm.embed(scene(512, 7), PAYLOAD)
     assert wm.extract(marked[26:486, 26:486]) == PAYLOAD
