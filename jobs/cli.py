@@ -56,12 +56,17 @@ class ProgressHandler(logging.Handler):
         self.stream, self.line_format = stream, formatter
 
     def emit(self, record: logging.LogRecord) -> None:
-        snapshot = getattr(record, "progress", None)
-        if isinstance(self.stream, TerminalStream) and snapshot is not None:
-            self.stream.show_progress(snapshot.line())
-        elif record.levelno >= logging.INFO:
-            self.stream.write(self.line_format.format(record) + "\n")
-            self.stream.flush()
+        # A progress line that cannot be shown (a closed or broken stream) never fails the run: like every
+        # logging handler, report it through handleError and go on.
+        try:
+            snapshot = getattr(record, "progress", None)
+            if isinstance(self.stream, TerminalStream) and snapshot is not None:
+                self.stream.show_progress(snapshot.line())
+            elif record.levelno >= logging.INFO:
+                self.stream.write(self.line_format.format(record) + "\n")
+                self.stream.flush()
+        except Exception:  # noqa: BLE001 - logging.Handler's contract
+            self.handleError(record)
 
 
 def configure_logging(

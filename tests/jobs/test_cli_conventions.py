@@ -82,3 +82,18 @@ def test_quiet_and_log_level(flags, level):
     done = subprocess.run([sys.executable, "-c", probe, "verify", "x.png", *flags], capture_output=True, text=True,
                           cwd=REPO, timeout=120)  # fmt: skip
     assert done.stdout.strip() == level, done.stderr
+
+
+def test_a_progress_line_on_a_closed_stream_never_fails_the_run():
+    """A handler left on a stream that has since closed (a test's capture, a pipe gone) reports through
+    logging's handleError instead of raising into the run."""
+    import io
+    import logging
+
+    from diffgen.jobs.cli import ProgressHandler
+
+    stream = io.StringIO()
+    handler = ProgressHandler(stream, logging.Formatter("%(message)s"))
+    stream.close()
+    record = logging.LogRecord("diffgen.progress", logging.INFO, __file__, 1, "progress: 1/2", None, None)
+    handler.emit(record)  # must not raise
