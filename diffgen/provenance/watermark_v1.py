@@ -33,8 +33,17 @@ import cv2
 import numpy as np
 import pywt
 
-PAYLOAD_BYTES = 8
-PAYLOAD_BITS = PAYLOAD_BYTES * 8
+from diffgen.provenance.watermark import (  # noqa: F401  (payload_hex, payload_from_hex, bit_accuracy: this module's API)
+    PAYLOAD_BITS,
+    PAYLOAD_BYTES,
+    WatermarkError,
+    _check_payload,
+    _check_pixels,
+    bit_accuracy,
+    payload_from_hex,
+    payload_hex,
+)
+
 MIN_SIDE = 64
 METHOD = "dwtDctSvd"
 # invisible-watermark's defaults for dwtDctSvd: U plane only, quantisation step 36, 4x4 blocks.
@@ -45,34 +54,15 @@ _U = 1
 _U_TO_RGB = cv2.cvtColor(np.float32([[[0.0, 1.5, 0.5]]]), cv2.COLOR_YUV2RGB)[0, 0].astype(np.float64)
 
 
-class WatermarkError(ValueError):
-    """Pixels or a payload that cannot carry or yield a watermark; the message says why."""
-
-
 def payload_for(run_id: str, record_id: str) -> bytes:
     """The 8-byte payload of one image: the first 64 bits of sha256 over (run id, record id)."""
     digest = hashlib.sha256(f"diffgen-watermark\x00{run_id}\x00{record_id}".encode("utf-8", "surrogatepass"))
     return digest.digest()[:PAYLOAD_BYTES]
 
 
-def payload_hex(payload: bytes) -> str:
-    """The payload as 16 lowercase hex characters, the form the index and provenance record hold."""
-    _check_payload(payload)
-    return payload.hex()
-
-
-def payload_from_hex(text: str) -> bytes:
-    try:
-        payload = bytes.fromhex(text)
-    except (TypeError, ValueError):
-        raise WatermarkError(f"watermark payload {text!r} is not hex") from None
-    _check_payload(payload)
-    return payload
-
-
 def embed(pixels: np.ndarray, payload: bytes) -> np.ndarray:
     """A copy of `pixels` ((H, W, 3) uint8 RGB, both sides >= MIN_SIDE) carrying the 8-byte `payload`."""
-    _check_pixels(pixels)
+    _check_pixels(pixels, MIN_SIDE)
     _check_payload(payload)
     bits = np.unpackbits(np.frombuffer(payload, np.uint8))
     # The wavelet needs even sides and the library's decoder reads only the multiple-of-4 region.
@@ -91,7 +81,7 @@ def embed(pixels: np.ndarray, payload: bytes) -> np.ndarray:
 
 def extract(pixels: np.ndarray) -> bytes:
     """The 8-byte payload read from (H, W, 3) uint8 RGB pixels, whether or not one was embedded."""
-    _check_pixels(pixels)
+    _check_pixels(pixels, MIN_SIDE)
     h, w = pixels.shape[0] // 4 * 4, pixels.shape[1] // 4 * 4
     # As the library's decoder reads: the U plane of the uint8 YUV image.
     plane = cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_RGB2YUV)[:h, :w, _U]
@@ -104,14 +94,6 @@ def extract(pixels: np.ndarray) -> bytes:
     counts = np.bincount(np.arange(votes.size) % PAYLOAD_BITS, minlength=PAYLOAD_BITS)
     bits = (sums / counts) * 255 > 127
     return np.packbits(bits.astype(np.uint8)).tobytes()
-
-
-def bit_accuracy(a: bytes, b: bytes) -> float:
-    """The share of bits two payloads of the same length agree on, in [0, 1]."""
-    if len(a) != len(b) or not a:
-        raise WatermarkError(f"cannot compare payloads of {len(a)} and {len(b)} bytes")
-    differing = np.unpackbits(np.bitwise_xor(np.frombuffer(a, np.uint8), np.frombuffer(b, np.uint8))).sum()
-    return 1.0 - float(differing) / (8 * len(a))
 
 
 def _dct_matrix(n: int) -> np.ndarray:
@@ -150,23 +132,3 @@ def _encode_band(band: np.ndarray, bits: np.ndarray, scale: float) -> np.ndarray
         marked.reshape(rows, cols, _BLOCK, _BLOCK).transpose(0, 2, 1, 3).reshape(rows * _BLOCK, cols * _BLOCK)
     )
     return out
-
-
-def _check_pixels(pixels: np.ndarray) -> None:
-    if not isinstance(pixels, np.ndarray) or pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
-        got = (
-            f"{pixels.dtype} array of shape {pixels.shape}" if isinstance(pixels, np.ndarray) else type(pixels).__name__
-        )
-        raise WatermarkError(f"expected an (H, W, 3) uint8 RGB array, got {got}")
-    height, width = pixels.shape[:2]
-    if min(height, width) < MIN_SIDE:
-        raise WatermarkError(
-            f"image {width}x{height} is too small for a {PAYLOAD_BITS}-bit watermark: "
-            f"both sides must be at least {MIN_SIDE} px"
-        )
-
-
-def _check_payload(payload: bytes) -> None:
-    if not isinstance(payload, bytes) or len(payload) != PAYLOAD_BYTES:
-        got = f"{len(payload)} bytes" if isinstance(payload, bytes) else type(payload).__name__
-        raise WatermarkError(f"a watermark payload is exactly {PAYLOAD_BYTES} bytes, got {got}")
