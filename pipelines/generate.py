@@ -24,7 +24,7 @@ import ray
 
 from diffgen.dataset import storage
 from diffgen.dataset.imagefolder import write as write_imagefolder
-from diffgen.dataset.index import compact, index_files, quarantine_corrupt_shards, read_index
+from diffgen.dataset.index import by_slot, compact, index_files, quarantine_corrupt_shards, read_index
 from diffgen.dataset.layout import RUN_FILE
 from diffgen.dataset.lease import Lease, hold_lease
 from diffgen.dataset.webdataset import pack as pack_webdataset
@@ -276,13 +276,10 @@ def _attempt_rows(p: Plan, index: pa.Table | None) -> dict[str, list[dict]]:
     """The index rows of the plan's attempts (their fingerprints current), by slot."""
     if index is None:
         return {}
-    by_slot: dict[str, list[dict]] = {}
     columns = [c for c in ("record_id", "slot_id", "attempt", "status", "replaceable", "qc_reasons", "fingerprint")
                if c in index.column_names]  # fmt: skip
-    for row in index.select(columns).to_pylist():
-        if p.expected.get(row["record_id"]) == row.get("fingerprint"):
-            by_slot.setdefault(row.get("slot_id") or row["record_id"], []).append(row)
-    return by_slot
+    rows = index.select(columns).to_pylist()
+    return by_slot(r for r in rows if p.expected.get(r["record_id"]) == r.get("fingerprint"))
 
 
 def _unfilled_reason(last: dict | None) -> str:

@@ -24,6 +24,15 @@ class CorruptIndexError(RuntimeError):
     """An index shard that cannot be read; the message names it and the way to recover."""
 
 
+def by_slot(rows) -> dict[str, list[dict]]:
+    """Index rows (dicts) grouped by the slot they fill: `slot_id`, or the record id for rows written
+    before slots existed (each its own slot, attempt 0)."""
+    slots: dict[str, list[dict]] = {}
+    for row in rows:
+        slots.setdefault(row.get("slot_id") or row["record_id"], []).append(row)
+    return slots
+
+
 def _read_shards(output: str, skip_corrupt: bool = False) -> dict[str, pa.Table]:
     """Every index shard by URI; `CorruptIndexError` naming the unreadable ones unless `skip_corrupt`."""
     tables, bad = {}, []

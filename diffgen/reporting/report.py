@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from diffgen.dataset import storage
+from diffgen.dataset.index import by_slot
 from diffgen.dataset.layout import QC_DIR, REPORT_HTML, REPORT_JSON, UTILITY_JSON
 from diffgen.metrics.frechet import FeatureStats, FeatureStatsError, FrechetReference
 from diffgen.metrics.reservoir import Reservoir
@@ -125,9 +126,7 @@ SHORT_ROWS_SHOWN = 50
 def fill_report(rows: list[dict], group_by: str | None) -> FillReport | None:
     """Per slot (one image a row asks for, `slot_id`): filled or not, by which attempt; per manifest row and per
     value of `group_by`. Rows of an index written before slots existed count as attempt 0 of their own slot."""
-    slots: dict[str, list[dict]] = {}
-    for r in rows:
-        slots.setdefault(r.get("slot_id") or r["record_id"], []).append(r)
+    slots = by_slot(rows)
     if not slots:
         return None
     written = RecordStatus.WRITTEN.value
@@ -161,7 +160,7 @@ def fill_report(rows: list[dict], group_by: str | None) -> FillReport | None:
         rows=len(per_row),
         rows_full=len(per_row) - len(short),
         short_rows=[ShortRow(id=rid, slots=c[0], filled=c[1], group=row_group.get(rid))
-                    for rid, c in short[:SHORT_ROWS_SHOWN]],  # fmt: skip
+                    for rid, c in short[:SHORT_ROWS_SHOWN]],
         group_by=group_by,
         groups={k: fill(v) for k, v in sorted(per_group.items())},
     )
