@@ -25,6 +25,7 @@ from diffgen.dataset.resume import Attempts, ResumeState, resume_state
 from diffgen.generation.distilled import distilled_warnings
 from diffgen.generation.loading import preflight
 from diffgen.generation.textual_inversion import placeholder_warnings
+from diffgen.metrics.reference import ReferenceSetError, check_reference
 from diffgen.pipelines.resources import demands, shortfall, visible_nodes
 from diffgen.provenance.c2pa import C2paConfigError, C2paCredentials, load_credentials
 from diffgen.reporting.expectations import Failure, SuiteResult, validate_index, validate_manifest_table, write_result
@@ -164,6 +165,11 @@ def check_qc_inputs(spec: JobSpec) -> None:
     missing = [f"qc.{name}: {uri} does not exist" for name, uri in uris.items() if uri and not storage.exists(uri)]
     if missing:
         raise JobSpecError("; ".join(missing))
+    if spec.qc.reference:
+        try:
+            check_reference(spec.qc.reference, spec.qc.reference_image_column)
+        except ReferenceSetError as e:
+            raise JobSpecError(f"qc.reference: {e}") from None
 
 
 class InputUnreachableError(RuntimeError):

@@ -93,6 +93,15 @@ def load_stats(uri: str, backbone: Backbone | None = None) -> FeatureStats:
     return stats
 
 
+def check_reference(uri: str, image_column: str = "image") -> int:
+    """How many images the reference set at `uri` holds; raises `ReferenceSetError` when it holds
+    none or does not exist. Lists the files (and reads Parquet footers), never the images."""
+    source = _Source(uri, image_column)
+    if source.count == 0:
+        raise ReferenceSetError(f"reference {uri} holds no images")
+    return source.count
+
+
 def reference_stats(
     uri: str,
     backbone: Backbone,

@@ -155,6 +155,18 @@ def test_a_missing_qc_reference_or_model_fails_the_plan(tmp_path, tiny_sd):
         )
 
 
+def test_an_empty_qc_reference_fails_the_plan_before_any_actor(tmp_path, tiny_sd):
+    empty = tmp_path / "ref"
+    empty.mkdir()
+    (empty / "README.txt").write_text("images go here")
+    qc = {"enabled": True, "reference": str(empty)}
+    policy = {"invalid_rows": "skip", "max_images_per_row": 100}
+    with pytest.raises(JobSpecError, match=r"qc.reference: reference .*ref holds no images"):
+        plan(_spec(tmp_path, tiny_sd, str(tmp_path / "out"), qc=qc, policy=policy))
+    (empty / "a.png").write_bytes(encode_png(np.zeros((32, 32, 3), np.uint8)))
+    assert plan(_spec(tmp_path, tiny_sd, str(tmp_path / "out"), qc=qc, policy=policy)).todo.num_rows > 0
+
+
 def test_the_preflight_finds_every_missing_input_image(tmp_path, tiny_sd):
     present = tmp_path / "init.png"
     present.write_bytes(encode_png(np.zeros((32, 32, 3), np.uint8)))
