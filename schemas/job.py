@@ -31,6 +31,8 @@ PREPROCESSOR_NAMES: tuple[str, ...] = PreprocessorName.__args__  # type: ignore[
 CONTROL_COLUMN = "control_image"
 # Manifest column holding each row's IP-Adapter image prompt.
 IP_ADAPTER_COLUMN = "ip_adapter_image"
+# zlib level of written PNGs unless write.png_compress_level says otherwise (benchmarks.stage_costs measured it)
+DEFAULT_PNG_COMPRESS_LEVEL = 6
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -244,6 +246,25 @@ class WebDatasetSpec(_Strict):
     )
 
 
+class WriteSpec(_Strict):
+    """How the write stage encodes and uploads each image (the pixels, and so the dataset, do not change)."""
+
+    png_compress_level: int = Field(
+        default=DEFAULT_PNG_COMPRESS_LEVEL,
+        ge=0,
+        le=9,
+        description="zlib level of the PNG files (0 none .. 9 smallest). Lower is faster and larger; the default is "
+        "the measured knee (README, 'What each stage costs').",
+    )
+    upload_concurrency: int = Field(
+        default=8,
+        ge=1,
+        le=64,
+        description="Images of a batch uploaded at once by each writer while it encodes the next ones; object stores "
+        "such as S3 need several requests in flight to keep up with a GPU.",
+    )
+
+
 class JobSpec(_Strict):
     run_id: str | None = Field(default=None, description="Names the run; defaults to the job file's stem.")
     model: ModelSpec
@@ -253,6 +274,7 @@ class JobSpec(_Strict):
     provenance: ProvenanceSpec = ProvenanceSpec()
     qc: QcSpec = QcSpec()
     webdataset: WebDatasetSpec = WebDatasetSpec()
+    write: WriteSpec = WriteSpec()
     controlnets: list[ControlNetSpec] = Field(default_factory=list, max_length=8)
     loras: list[LoraSpec] = Field(default_factory=list, max_length=16)
     textual_inversions: list[TextualInversionSpec] = Field(default_factory=list, max_length=64)

@@ -8,13 +8,14 @@ import numpy as np
 from PIL import Image, PngImagePlugin
 
 
-def encode_png(pixels: np.ndarray, text: dict[str, str] | None = None) -> bytes:
-    """Encode an (H, W, 3) uint8 array as PNG, with `text` as iTXt chunks (UTF-8 safe)."""
+def encode_png(pixels: np.ndarray, text: dict[str, str] | None = None, compress_level: int = 6) -> bytes:
+    """Encode an (H, W, 3) uint8 array as PNG, with `text` as iTXt chunks (UTF-8 safe), at zlib
+    `compress_level` (0 stored .. 9 smallest; the pixels are the same at every level)."""
     info = PngImagePlugin.PngInfo()
     for key, value in (text or {}).items():
         info.add_itxt(key, value)
     buf = io.BytesIO()
-    Image.fromarray(pixels, mode="RGB").save(buf, format="PNG", pnginfo=info, compress_level=6)
+    Image.fromarray(pixels, mode="RGB").save(buf, format="PNG", pnginfo=info, compress_level=compress_level)
     return buf.getvalue()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -42,7 +43,6 @@ from diffgen.schemas.record import (
     TextualInversionUse,
 )
 
-
 # A watermark that does not read back is embedded again over itself at most this many times in all,
 # while the marked image stays this close to the unmarked one (one embedding is ~40-41 dB on average).
 WATERMARK_EMBEDS = 3
@@ -71,6 +71,13 @@ class WriteStage:
         self._loras: list[LoraUse] = []
         self._commit: str | None = None
         self._ready = False
+        self._uploads: ThreadPoolExecutor | None = None
+        self._pending: list[Future] = []
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.update(_uploads=None, _pending=[])  # threads do not travel; a copy starts its own
+        return state
 
     def setup(self) -> None:
         """Once per worker: hash the weights (cached per folder), build the C2PA signer."""
@@ -165,7 +172,7 @@ class WriteStage:
         if row.get("phash") is not None:  # QC hashed the unmarked pixels; the index describes the delivered ones
             row["phash"] = phash(marked)
         record = self._record(row, payload)
-        data = encode_png(marked, png_text_chunks(record))
+        data = encode_png(marked, png_text_chunks(record), self.spec.write.png_compress_level)
         if self._signer is not None:
             try:
                 data = sign_png(data, record, self._signer)
@@ -174,7 +181,7 @@ class WriteStage:
             row["c2pa_valid"] = verify_png(data).valid
         path = image_key(row["record_id"])
         uri = storage.join(self.output, path)
-        storage.write_bytes(uri, data)
+        self._upload(uri, data)
         row.update(
             image_uri=uri,
             image_path=path,
@@ -198,11 +205,19 @@ class WriteStage:
                        ip_adapters=[x.model_dump() for x in self._ip_adapters] or None,
                        model_weights_sha256=self._weights, loras=[x.model_dump() for x in self._loras] or None)
             row.update(created_at=now, image_uri=None, image_path=None, sha256=None)
-            if row["status"] is None:
-                try:
-                    self._write_one(row)
-                except _RowProblem as problem:
-                    row.update(status=problem.status.value, error=problem.error, replaceable=problem.replaceable)
+        try:
+            for row in rows:
+                if row["status"] is None:
+                    try:
+                        self._write_one(row)
+                    except _RowProblem as problem:
+                        row.update(status=problem.status.value, error=problem.error, replaceable=problem.replaceable)
+        except BaseException:
+            # No upload of a failed batch may land after it (its retry writes these images again).
+            wait(self._pending)
+            self._pending = []
+            raise
+        self._finish_uploads()  # every image of the batch is stored before its index shard names it
         passthrough = [c for c in batch.column_names if c not in INDEX_COLUMNS and c not in TRANSIENT_COLUMNS]
         # Columns that no stage of this job produces (no ControlNet, no QC) stay null.
         columns = {name: pa.array([r.get(name) for r in rows], INDEX_SCHEMA.field(name).type) for name in INDEX_COLUMNS}
@@ -211,6 +226,31 @@ class WriteStage:
             index = index.append_column(batch.schema.field(name), batch.column(name))
         storage.write_parquet(index, storage.join(self.output, index_shard(index.column("record_id").to_pylist())))
         return index
+
+
+    def _upload(self, uri: str, data: bytes) -> None:
+        """Store one image: in the background while the next is marked and encoded (at most
+        `write.upload_concurrency` in flight), or at once with a concurrency of 1."""
+        if self.spec.write.upload_concurrency == 1:
+            storage.write_bytes(uri, data)
+            return
+        if self._uploads is None:
+            self._uploads = ThreadPoolExecutor(self.spec.write.upload_concurrency, thread_name_prefix="diffgen-upload")
+        while len(self._pending) >= self.spec.write.upload_concurrency:
+            done, _ = wait(self._pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                self._pending.remove(future)
+                future.result()
+        self._pending.append(self._uploads.submit(storage.write_bytes, uri, data))
+
+    def _finish_uploads(self) -> None:
+        """Wait for the batch's uploads; the first that failed raises (an outage fails the batch, which
+        the executor retries, as a failed upload in the foreground does)."""
+        pending, self._pending = self._pending, []
+        errors = [f.exception() for f in pending]
+        first = next((e for e in errors if e is not None), None)
+        if first is not None:
+            raise first
 
 
 class _RowProblem(Exception):

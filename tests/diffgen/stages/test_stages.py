@@ -11,7 +11,9 @@ from diffgen.dataset.fingerprint import fingerprinted
 from diffgen.dataset.records import expand
 from diffgen.provenance.png import decode_png
 from diffgen.provenance.record import PROVENANCE_KEY
-from diffgen.schemas.job import JobSpec, LoraSpec
+import numpy as np
+
+from diffgen.schemas.job import JobSpec, LoraSpec, WriteSpec
 from diffgen.schemas.record import INDEX_COLUMNS
 from diffgen.stages.chain import check_chain
 from diffgen.stages.generate import GenerateStage
@@ -82,6 +84,33 @@ def test_write_commits_images_then_an_index_shard(spec, generated, tmp_path):
     shards = storage.list_files(str(tmp_path / "index"), ".parquet")
     assert len(shards) == 1
     assert storage.read_parquet(shards[0]).equals(index)
+
+
+def test_png_level_and_upload_concurrency_change_the_bytes_never_the_pixels(spec, generated, tmp_path):
+    found = {}
+    for level, concurrency in ((0, 1), (9, 4)):
+        job = spec.model_copy(update={"write": WriteSpec(png_compress_level=level, upload_concurrency=concurrency)})
+        index = WriteStage(job, str(tmp_path / f"level{level}"), "unit")(generated)
+        found[level] = {}
+        for row in index.to_pylist():
+            if row["status"] != "written":
+                continue
+            data = storage.read_bytes(row["image_uri"])
+            assert hashlib.sha256(data).hexdigest() == row["sha256"]  # stored before the index names it
+            found[level][row["record_id"]] = (len(data), decode_png(data)[0])
+    assert found[0].keys() == found[9].keys() and len(found[0]) == 2
+    for record_id, (size, pixels) in found[0].items():
+        assert np.array_equal(pixels, found[9][record_id][1])
+        assert size > found[9][record_id][0]
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_a_failed_upload_fails_the_batch_before_its_index_shard(spec, generated, tmp_path, concurrency):
+    (tmp_path / "images").write_text("a file where the images folder should be")
+    job = spec.model_copy(update={"write": WriteSpec(upload_concurrency=concurrency)})
+    with pytest.raises(OSError):
+        WriteStage(job, str(tmp_path), "unit")(generated)
+    assert not (tmp_path / "index").exists()
 
 
 def test_a_retried_batch_overwrites_its_own_files(spec, generated, tmp_path):
