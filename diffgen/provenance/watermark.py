@@ -226,8 +226,11 @@ def _canvas(pixels: np.ndarray) -> np.ndarray:
 def _visible_mask(pixels: np.ndarray) -> np.ndarray:
     """1 on the work image except under uniform bands along the borders (a crop padded back in place)."""
     height, width = pixels.shape[:2]
-    flat_rows = np.ptp(pixels, axis=1).max(axis=-1) <= 2
-    flat_cols = np.ptp(pixels, axis=0).max(axis=-1) <= 2
+    # Per plane, contiguous along the reduced axis: numpy's reductions over a 3-wide innermost axis
+    # took 0.3 s each at 1024 px.
+    planes = np.ascontiguousarray(pixels.transpose(2, 0, 1))
+    flat_rows = (planes.max(axis=2) - planes.min(axis=2)).max(axis=0) <= 2
+    flat_cols = (planes.max(axis=1) - planes.min(axis=1)).max(axis=0) <= 2
     top, bottom = _run_length(flat_rows), height - _run_length(flat_rows[::-1])
     left, right = _run_length(flat_cols), width - _run_length(flat_cols[::-1])
     mask = np.zeros((_WORK, _WORK))
