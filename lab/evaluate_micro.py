@@ -39,10 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--control-images", type=int, default=EvalConfig.control_images)
     parser.add_argument("--steps", type=int, default=EvalConfig.steps)
     parser.add_argument("--guidance", type=float, default=EvalConfig.guidance_scale)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="torch threads (default: every core; 1 on a machine busy with other work)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(args.threads)
     models = Path(args.models)
     config = replace(EvalConfig(), images=args.images, control_images=args.control_images, steps=args.steps,
                      guidance_scale=args.guidance)  # fmt: skip
@@ -57,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     pairs = [img for m, g in zip(shown["masks"][:16], shown["controlled"][:16]) for img in (mask_image(m), g)]
     grid(pairs, 8).save(models / "micro-controlnet" / "samples.png", optimize=True)
     (sd / "prompts.txt").write_text("\n".join(shown["prompts"][:32]) + "\n")
+    # 32 paraphrased prompts spread evenly over the set (it is written template by template).
+    picked = np.linspace(0, len(shown["paraphrased"]) - 1, min(32, len(shown["paraphrased"]))).astype(int)
+    grid([shown["paraphrased"][i] for i in picked], 8).save(sd / "samples_paraphrases.png", optimize=True)
+    (sd / "prompts_paraphrases.txt").write_text("\n".join(shown["paraphrase_prompts"][i] for i in picked) + "\n")
     training = json.loads((sd / "training.json").read_text()) if (sd / "training.json").is_file() else None
     (sd / "README.md").write_text(model_card(models, training, result))
     print(json.dumps({"targets": result["targets"], "fid": result["fid"], "speed": result["speed"]}, indent=2))

@@ -32,11 +32,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=COMPONENTS, default=list(COMPONENTS))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="torch threads on the CPU (default: every core; 1 on a machine busy with other work, "
+                             "where threads spinning at OpenMP barriers cost ten times the work itself)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.device == "cpu":
-        torch.set_num_threads(os.cpu_count() or 1)
+        torch.set_num_threads(args.threads)
     base = TrainConfig(seed=args.seed, device=args.device)
     steps = {k: max(1, round(v * args.scale)) for k, v in base.steps.items()}
     for item in args.steps:

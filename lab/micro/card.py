@@ -33,35 +33,52 @@ def _training_rows(training: dict | None) -> list[str]:
     return rows
 
 
-def _limits(acc: dict) -> list[str]:
-    """What the evaluation shows the model gets wrong, from its numbers."""
-    guided = acc["guided"]
-    chance = 1 / len(ATTRIBUTES["position"])
+def _limits(evaluation: dict) -> list[str]:
+    """What the evaluation shows the model gets wrong: every missed target, from its numbers."""
+    acc = evaluation["attribute_accuracy"]
     lines = []
-    if guided["position"] < 2 * chance:
-        lines.append(
-            f"- Position: the prompted position is found in {guided['position']:.1%} of images (chance: "
-            f"{chance:.1%}). The model ignores position words; the starting noise places the shape."
-        )
-    by_shape = acc.get("guided_shape_by_prompted_shape") or {}
-    if by_shape:
-        worst = min(by_shape, key=by_shape.get)
-        lines.append(
-            f"- Shapes: a prompted {worst} is drawn as one in {by_shape[worst]:.1%} of images (other shapes: "
-            + ", ".join(f"{k} {v:.1%}" for k, v in by_shape.items() if k != worst) + ")."
-        )
-    unguided = acc["unguided"]
-    if guided["shape_and_color"] < unguided["shape_and_color"] + 0.1:
-        lines.append(
-            f"- Guidance: shape and color are right in {guided['shape_and_color']:.1%} of images with guidance and "
-            f"{unguided['shape_and_color']:.1%} at guidance 1. Color ({unguided['color']:.1%}) and background "
-            f"({unguided['background']:.1%}) already follow the prompt without guidance, and guidance does not "
-            "fix the shapes the model misdraws."
-        )
+    for name, t in evaluation["targets"].items():
+        if not t["met"]:
+            lines.append(f"- {name}: {t['measured']} (target {t['target']}, missed by {t['missed_by']}).")
+    positions = acc.get("guided_position_by_prompted_position") or {}
+    weak = {k: v for k, v in positions.items() if v < 0.8}
+    if weak:
+        lines.append("- Positions drawn right in under 80 % of their prompts: "
+                     + ", ".join(f"{k} {v:.1%}" for k, v in weak.items()) + ".")  # fmt: skip
     return lines or ["- None found by the evaluation."]
 
 
+PENALTY_NAMES = {"position": "wrong position", "shape": "wrong shape", "circle_square": "circle and square swapped",
+                 "color": "wrong color", "no_caption": "no caption"}
+
+
+def _by(values: dict[str, float]) -> str:
+    return ", ".join(f"{k}: {v:.3f}" for k, v in values.items())
+
+
+def _probe_rows(training: dict | None) -> list[str]:
+    """The UNet's probe (lab.micro.probe) from training.json: loss per noise level and how much a
+    wrong word raises it."""
+    probe = ((training or {}).get("components", {}).get("unet") or {}).get("probe")
+    if not probe:
+        return []
+    levels = probe["levels"]
+    rows = [
+        f"Loss of the UNet on {probe['scenes']} held-out scenes at each noise level (t), with the right caption, "
+        "and how much one wrong word raises it (whole latent; `training.json` also has the cells on the shape):",
+        "",
+        "| t | " + " | ".join(str(t) for t in levels) + " |",
+        "|---|" + "---|" * len(levels),
+        "| loss | " + " | ".join(f"{v:.4f}" for v in probe["loss"]) + " |",
+        *(f"| {PENALTY_NAMES.get(k, k)} | " + " | ".join(f"{v:+.4f}" for v in vals) + " |"
+          for k, vals in probe["penalty"].items()),
+        "",
+    ]  # fmt: skip
+    return rows
+
+
 def model_card(models: Path, training: dict | None, evaluation: dict) -> str:
+    para = evaluation.get("paraphrases")
     acc, iou, clip, fid, speed = (evaluation[k] for k in ("attribute_accuracy", "controlnet_mask_iou", "clip_score",
                                                            "fid", "speed"))  # fmt: skip
     config = evaluation["config"]
@@ -88,7 +105,11 @@ def model_card(models: Path, training: dict | None, evaluation: dict) -> str:
         "## What it knows",
         "",
         'Prompts of the form "a small red triangle at the top left on a blue background"; the size, position '
-        "and background phrases may be left out (it then picks them). Words:",
+        "and background phrases may be left out (it then picks them). Training captions also vary the wording "
+        '(`lab/micro/captions.py`): synonyms ("big", "little", "middle", "upper left", "disc", "box", "grey", '
+        '"violet"), other word orders ("a triangle in red", "top left: ..."), leading phrases ("an image of", '
+        '"draw"), commas and stops, and random letter strings at random places, so an unknown word reads as '
+        "noise. Words:",
         "",
         vocabulary,
         "",
@@ -99,14 +120,20 @@ def model_card(models: Path, training: dict | None, evaluation: dict) -> str:
         "## Training",
         "",
         "Scenes are rendered on the fly from seeds (the evaluation's seeds are never used in training). "
-        "The VAE's reconstruction loss weighs the pixels near the shape 10x (the shape is 5-11 % of a scene). "
-        "The UNet predicts the velocity (v-prediction, zero terminal SNR) on VAE latents, with an EMA of its "
+        "The CLIP is trained contrastively with hard negatives: half of each batch comes in groups of scenes "
+        "that differ in one attribute only (mostly position or shape), so its captions must be told apart by "
+        "that word. The VAE's reconstruction loss weighs the pixels near the shape 10x (the shape is 5-11 % "
+        "of a scene). The UNet (four levels down to 2x2, cross-attention on the three lowest, FiLM timestep "
+        "embedding) predicts the velocity (v-prediction, zero terminal SNR) on VAE latents, with the latent "
+        "cells on the shape weighted more, half its timesteps drawn from the noisiest 40 %, an EMA of its "
         "weights and an empty caption 10 % of the time for classifier-free guidance; its text encoder starts "
         "as the micro CLIP's text tower and is trained along with it. The ControlNet starts from the UNet's "
-        "encoder and is trained with the UNet frozen. The judge sees real renders only, blurred and noised.",
+        "encoder and is trained with the UNet frozen. The judge sees real renders only, blurred, noised and "
+        "with perturbed outlines (blobs, rounded corners, elastic warps; `lab/micro/outlines.py`).",
         "",
         *_training_rows(training),
         "",
+        *_probe_rows(training),
         "## Evaluation (`python -m lab.evaluate_micro`)",
         "",
         f"{config['images']} held-out prompts, {config['steps']} {config['scheduler']} steps, guidance "
@@ -121,14 +148,25 @@ def model_card(models: Path, training: dict | None, evaluation: dict) -> str:
         "|---|---|",
         f"| shape and color right, guided / unguided | {acc['guided']['shape_and_color']:.3f} / "
         f"{acc['unguided']['shape_and_color']:.3f} |",
+        f"| shape, color and position right, guided / unguided | {acc['guided']['shape_color_position']:.3f} / "
+        f"{acc['unguided']['shape_color_position']:.3f} |",
         f"| shape / color / size / position / background right (guided) | {acc['guided']['shape']:.3f} / "
         f"{acc['guided']['color']:.3f} / {acc['guided']['size']:.3f} / {acc['guided']['position']:.3f} / "
         f"{acc['guided']['background']:.3f} |",
-        "| shape right, by prompted shape (guided) | "
-        + ", ".join(f"{k}: {v:.3f}" for k, v in acc["guided_shape_by_prompted_shape"].items()) + " |",
+        f"| shape right, by prompted shape (guided) | {_by(acc['guided_shape_by_prompted_shape'])} |",
+        f"| position right, by prompted position (guided) | {_by(acc['guided_position_by_prompted_position'])} |",
+        *([f"| paraphrased prompts ({para['prompts']}, `{para['file']}`): shape and color right | "
+           f"{para['shape_and_color']:.3f} |",
+           f"| paraphrased prompts, shape and color right by kind | {_by(para['shape_and_color_by_kind'])} |",
+           "| paraphrased prompts, each named attribute right | "
+           + ", ".join(f"{k}: {v['right']:.3f} of {v['prompts']}" for k, v in para["named_attribute"].items()) + " |"]
+          if para else []),
         "| shape and color right on validation prompts, by guidance scale | "
         + ", ".join(f"{g}: {v:.3f}" for g, v in acc["validation_guidance_sweep"].items()) + " |",
         f"| the judge on held-out real renders (shape and color) | {acc['real_renders']['shape_and_color']:.3f} |",
+        *([f"| the judge on the same renders with perturbed outlines (shape right) | "
+           + ", ".join(f"{k}: {v['shape']:.3f}" for k, v in acc["real_renders_perturbed"].items()) + " |"]
+          if "real_renders_perturbed" in acc else []),
         f"| the judge on the same renders through the VAE and back; their PSNR | "
         f"{acc['vae_round_trips']['shape_and_color']:.3f}; {evaluation['vae_round_trip_psnr_db']:.1f} dB |",
         f"| ControlNet mask IoU mean / median; same prompts without it | {iou['with_controlnet_mean']:.3f} / "
@@ -146,7 +184,7 @@ def model_card(models: Path, training: dict | None, evaluation: dict) -> str:
         "",
         "## Limits",
         "",
-        *_limits(acc),
+        *_limits(evaluation),
         "",
         "![samples](samples.png)",
         "",

@@ -11,8 +11,8 @@ captions, and is then trained further along with the UNet (the contrastive loss 
 pooled end-of-text token, the UNet attends to every token): it is the same class Stable Diffusion
 uses (`CLIPTextModel`), fits the size budget (a few hundred thousand parameters instead of the
 22 M of a MiniLM sentence model), and its
-tokenizer holds the micro world's words as single tokens (all but "triangle", whose merge chain
-collides with an earlier word's), so a caption word is one position the UNet can attend to.
+tokenizer holds every word a training caption uses as a single token, so a caption word is one
+position the UNet can attend to.
 """
 
 from __future__ import annotations
@@ -28,34 +28,52 @@ from tokenizers.pre_tokenizers import ByteLevel
 from torch import nn
 from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPTextModel, CLIPTokenizer
 
-from lab.micro.world import ATTRIBUTES, vocabulary
+from lab.micro.captions import training_words
+from lab.micro.world import ATTRIBUTES
 
 IMAGE_SIZE = 64
 LATENT_SIZE = 16  # the VAE downsamples by 4
-TEXT_MAX_LENGTH = 24  # the longest caption is 14 tokens with its two special tokens
+TEXT_MAX_LENGTH = 48  # training captions reach 45 tokens with their two special tokens (fillers, junk words)
 TEXT_HIDDEN = 64
 
 
 def micro_tokenizer() -> CLIPTokenizer:
-    """A CLIP BPE tokenizer: the 256 byte symbols (any text tokenizes, never fails) plus one merge
-    chain per micro-world word, so known words are single tokens (all but "triangle": BPE applies
-    merges by rank, and its chain collides with an earlier word's)."""
+    """A CLIP BPE tokenizer: the 256 byte symbols (any text tokenizes, never fails) plus merge chains
+    that make every word a training caption uses (`lab.micro.captions.training_words`) one token.
+    BPE applies merges by rank, so a word whose chain collides with an earlier word's is split by the
+    earlier merges first; it gets extra merges of its actual pieces until every word is whole."""
     alphabet = sorted(ByteLevel.alphabet())
     vocab: dict[str, int] = {}
     for symbol in alphabet + [a + "</w>" for a in alphabet]:
         vocab[symbol] = len(vocab)
     merges: list[tuple[str, str]] = []
-    for word in vocabulary():
-        parts = list(word[:-1]) + [word[-1] + "</w>"]
+
+    def chain(parts: list[str]) -> None:
         while len(parts) > 1:
             pair = (parts[0], parts[1])
             if pair not in merges:
                 merges.append(pair)
             vocab.setdefault(pair[0] + pair[1], len(vocab))
             parts = [pair[0] + pair[1]] + parts[2:]
+
+    words = sorted(training_words())
+    for word in words:
+        chain(list(word[:-1]) + [word[-1] + "</w>"])
+    for _ in range(10):
+        tokenizer = _tokenizer(vocab, merges)
+        split = [tokenizer.tokenize(word) for word in words if len(tokenizer.tokenize(word)) > 1]
+        if not split:
+            return tokenizer
+        for pieces in split:
+            chain(pieces)
+    raise RuntimeError(f"words still split after 10 rounds of merges: {split}")
+
+
+def _tokenizer(vocab: dict[str, int], merges: list[tuple[str, str]]) -> CLIPTokenizer:
+    vocab = dict(vocab)
     for special in ("<|startoftext|>", "<|endoftext|>"):
         vocab[special] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=TEXT_MAX_LENGTH)
+    return CLIPTokenizer(vocab=vocab, merges=list(merges), model_max_length=TEXT_MAX_LENGTH)
 
 
 def clip_config(tokenizer: CLIPTokenizer) -> CLIPConfig:
@@ -107,17 +125,23 @@ def new_vae() -> AutoencoderKL:
 
 
 def new_unet() -> UNet2DConditionModel:
+    """Four levels, 16x16 down to 2x2, cross-attention on the three lowest. At 2x2 each cell is one
+    quadrant of the scene and, through the convolutions' zero padding, knows which: the level where
+    a position word can say where the shape goes (a 4x4 level puts the nine positions in cells that
+    look alike). The timestep embedding scales and shifts every normalised feature map
+    (`scale_shift`, FiLM) instead of only shifting it."""
     return UNet2DConditionModel(
         sample_size=LATENT_SIZE,
         in_channels=4,
         out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        block_out_channels=(32, 64, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        block_out_channels=(32, 64, 64, 64),
         layers_per_block=1,
         cross_attention_dim=TEXT_HIDDEN,
         attention_head_dim=4,
         norm_num_groups=16,
+        resnet_time_scale_shift="scale_shift",
         # The caption, attention-pooled, is also added to the timestep embedding that every ResNet
         # block reads (diffusers' "text" addition embedding, as in Kandinsky / UnCLIP UNets): a
         # global path for color and background besides cross-attention, which a small UNet trained
