@@ -518,8 +518,8 @@ def _component(
     folder: Path,
     work: Path,
     only: tuple[str, ...],
-    train: Callable[[], tuple[torch.nn.Module, dict]],
-    save: Callable[[torch.nn.Module, Path], None],
+    train: Callable[[], tuple[torch.nn.Module, dict]] | None,
+    save: Callable[[torch.nn.Module, Path], None] | None,
 ) -> dict | None:
     """Train and save one component to `folder` unless this run's work folder marks it finished
     (`work/<name>/done.json`); returns what its training measured, also written beside the weights
@@ -581,18 +581,22 @@ def train_all(config: TrainConfig, work: Path, out: Path, only: tuple[str, ...] 
             module.save_pretrained(folder / name, safe_serialization=True)
 
     report["unet"] = _component("unet", unet_dir, work, only, train_unet_and_text, save_unet_and_text)
-    unet = UNet2DConditionModel.from_pretrained(unet_dir / "unet").to(config.device).eval()
-    text_encoder = CLIPTextModel.from_pretrained(unet_dir / "text_encoder").to(config.device).eval()
-    assemble_pipeline(vae, text_encoder, tokenizer, unet).save_pretrained(out / "micro-sd", safe_serialization=True)
-    index_path = out / "micro-sd" / "model_index.json"
-    index = json.loads(index_path.read_text())
-    index["_trained_sizes"] = [[IMAGE_SIZE, IMAGE_SIZE]]  # diffgen refuses other sizes (loading.trained_sizes)
-    index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    if (unet_dir / "unet").is_dir():  # trained now or before; else (--only without unet) no pipeline yet
+        unet = UNet2DConditionModel.from_pretrained(unet_dir / "unet").to(config.device).eval()
+        text_encoder = CLIPTextModel.from_pretrained(unet_dir / "text_encoder").to(config.device).eval()
+        pipeline = assemble_pipeline(vae, text_encoder, tokenizer, unet)
+        pipeline.save_pretrained(out / "micro-sd", safe_serialization=True)
+        index_path = out / "micro-sd" / "model_index.json"
+        index = json.loads(index_path.read_text())
+        index["_trained_sizes"] = [[IMAGE_SIZE, IMAGE_SIZE]]  # diffgen refuses other sizes (loading.trained_sizes)
+        index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
 
-    report["controlnet"] = _component(
-        "controlnet", out / "micro-controlnet", work, only,
-        lambda: train_controlnet(config, work, pool, unet, text_encoder, tokenizer, probes), save_pretrained,
-    )  # fmt: skip
+        report["controlnet"] = _component(
+            "controlnet", out / "micro-controlnet", work, only,
+            lambda: train_controlnet(config, work, pool, unet, text_encoder, tokenizer, probes), save_pretrained,
+        )  # fmt: skip
+    else:
+        report["controlnet"] = _component("controlnet", out / "micro-controlnet", work, (), None, None)
     report["judge"] = _component(
         "judge", out / "micro-judge", work, only, lambda: train_judge(config, work), lambda m, f: m.save(f)
     )
