@@ -320,3 +320,45 @@ def build_real_size(
     out = Path(path)
     pipe.save_pretrained(out, safe_serialization=True)
     return out
+
+
+# The published CLIP configs QC uses at real size: openai/clip-vit-base-patch32 and clip-vit-large-patch14
+# (the CLIP score's usual model). Only the shapes that set the cost are given; the rest are CLIPConfig's
+# defaults, which equal the published values.
+CLIP_MODELS: dict[str, dict[str, dict]] = {
+    "vit-b-32": {
+        "text": {"hidden_size": 512, "intermediate_size": 2048, "num_attention_heads": 8, "num_hidden_layers": 12},
+        "vision": {"hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12, "num_hidden_layers": 12,
+                   "patch_size": 32, "image_size": 224},
+        "projection_dim": {"value": 512},
+    },
+    "vit-l-14": {
+        "text": {"hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12, "num_hidden_layers": 12},
+        "vision": {"hidden_size": 1024, "intermediate_size": 4096, "num_attention_heads": 16,
+                   "num_hidden_layers": 24, "patch_size": 14, "image_size": 224},
+        "projection_dim": {"value": 768},
+    },
+}  # fmt: skip
+
+
+def build_real_size_clip(path: str | Path, name: str = "vit-l-14", *, seed: int = 0) -> Path:
+    """A CLIP folder (model, tokenizer, PIL image processor) at a published size with random weights,
+    in the layout QC's `clip_model` loads."""
+    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel
+
+    shapes = CLIP_MODELS[name]
+    torch.manual_seed(seed)
+    tokenizer = clip_tokenizer()
+    config = CLIPConfig(
+        text_config={**shapes["text"], "vocab_size": CLIP_VOCAB_SIZE, "max_position_embeddings": CLIP_MAX_LENGTH,
+                     "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+                     "pad_token_id": tokenizer.pad_token_id},
+        vision_config=shapes["vision"],
+        projection_dim=shapes["projection_dim"]["value"],
+    )
+    out = Path(path)
+    CLIPModel(config).eval().save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    size = shapes["vision"]["image_size"]
+    CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size}).save_pretrained(out)
+    return out
