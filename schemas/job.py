@@ -32,7 +32,7 @@ CONTROL_COLUMN = "control_image"
 # Manifest column holding each row's IP-Adapter image prompt.
 IP_ADAPTER_COLUMN = "ip_adapter_image"
 # zlib level of written PNGs unless write.png_compress_level says otherwise (benchmarks.stage_costs measured it)
-DEFAULT_PNG_COMPRESS_LEVEL = 6
+DEFAULT_PNG_COMPRESS_LEVEL = 1
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
