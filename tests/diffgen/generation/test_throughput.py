@@ -123,3 +123,14 @@ def test_calibrating_a_gpu_job_on_a_cpu_machine_is_refused(sd_folder):
     spec = _spec(sd_folder, compute={"gpus_per_actor": 1})
     with pytest.raises(throughput.CalibrationError, match="CUDA"):
         throughput.calibrate(spec, expand(pa.Table.from_pylist([{"id": "a", "prompt": "p"}]), spec))
+
+
+def test_the_example_job_has_an_estimate_from_the_shipped_table():
+    from diffgen.schemas.job import load_job_spec
+    from tests.conftest import REPO
+
+    spec = load_job_spec(REPO / "examples" / "default" / "job.yaml")
+    records = expand(pa.Table.from_pylist([{"id": "a", "prompt": "a red circle", "num_images": 4}]), spec)
+    result = throughput.estimate(spec, records, throughput.load_table())
+    assert result["available"] and result["images_estimated"] == 4 and result["images_without_estimate"] == 0
+    assert result["basis"][0]["key"].startswith("model=micro-sd family=sd device=cpu size=64x64 steps=20 cfg=on")
