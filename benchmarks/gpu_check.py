@@ -155,10 +155,17 @@ def run_check(smoke: bool, budget_s: float, out: Path, models: Path) -> dict:
         "versions": versions(), "budget_s": budget_s, "targets": TARGETS, "method": __doc__.split("\n\n")[2],
     }  # fmt: skip
     check = Check(out, budget_s, header)
-    built = check.step("build", 30 if smoke else 90, lambda: _build(smoke, models)[1])
+    made: list[Setting] = []
+
+    def build() -> dict:
+        setting, found = _build(smoke, models)
+        made.append(setting)
+        return found
+
+    built = check.step("build", 30 if smoke else 90, build)
     if built is None or built["status"] != "ok":
         return check.result
-    setting = _build(smoke, models)[0]
+    setting = made[0]
     share = setting.gpu_share
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
         work = Path(tmp)

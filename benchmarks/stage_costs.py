@@ -25,6 +25,7 @@ table on stdout.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -84,17 +85,12 @@ def _spec(size: int, output: str, level: int):
     })  # fmt: skip
 
 
-_MODEL: Path | None = None
-
-
+@functools.cache
 def _model_folder() -> Path:
-    """A tiny model folder: the write stage hashes its weights for provenance once per worker."""
-    global _MODEL
-    if _MODEL is None:
-        from lab.builders.tiny import build_tiny_sd
+    """A tiny model folder, built once: the write stage hashes its weights for provenance once per worker."""
+    from lab.builders.tiny import build_tiny_sd
 
-        _MODEL = build_tiny_sd(Path(tempfile.mkdtemp(prefix="stage-costs-model-")) / "tiny-sd")
-    return _MODEL
+    return build_tiny_sd(Path(tempfile.mkdtemp(prefix="stage-costs-model-")) / "tiny-sd")
 
 
 def write_rows(images: list[np.ndarray], size: int) -> list[dict]:
