@@ -73,7 +73,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     steps: dict[str, int] = field(
-        default_factory=lambda: {"clip": 1000, "vae": 2000, "unet": 4500, "controlnet": 1200, "judge": 1000}
+        default_factory=lambda: {"clip": 1000, "vae": 2000, "unet": 4500, "controlnet": 2000, "judge": 1000}
     )
     batch: dict[str, int] = field(
         default_factory=lambda: {"clip": 128, "vae": 16, "unet": 64, "controlnet": 32, "judge": 64}
