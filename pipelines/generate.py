@@ -97,16 +97,24 @@ def score_and_write_rows(compute: ComputeSpec) -> int:
     return max(compute.batch_size, SCORE_AND_WRITE_ROWS)
 
 
+# At most this many generation batches per Ray Data block: the driver's executor works per block
+# (tasks, object refs, metrics), so large blocks keep its CPU per image small at 10 million images.
+MAX_BATCHES_PER_BLOCK = 32
+
+
 def _blocks(table: pa.Table, batch_size: int, num_actors: int) -> list[pa.Table]:
     """Whole batches per block, and enough blocks (~4 per actor) that every actor gets work."""
-    batches_per_block = max(1, min(8, table.num_rows // (batch_size * num_actors * 4)))
+    batches_per_block = max(1, min(MAX_BATCHES_PER_BLOCK, table.num_rows // (batch_size * num_actors * 4)))
     rows = batch_size * batches_per_block
     return [table.slice(i, rows) for i in range(0, table.num_rows, rows)]
 
 
-def execute(p: Plan, sink: ray.actor.ActorHandle | None, progress: Progress | None = None) -> None:
-    """Generate and write every record in `p.todo`; with QC on, the scoring actors report to `sink`; every index
-    batch written is counted in `progress`."""
+def execute(p: Plan, sink: ray.actor.ActorHandle | None, progress: Progress | None = None, *,
+            generator: type = _GenerateActor) -> None:  # fmt: skip
+    """Generate and write every record in `p.todo`; with QC on, the scoring actors report to `sink`; every
+    batch written is counted in `progress`. `generator` is the generation actor class, constructed with
+    (spec, failures); only the scale benchmark passes another (a stand-in that measures the pipeline
+    around the model)."""
     spec, compute = p.spec, p.spec.compute
     # Ray Data's own bars ("Total Progress: 0/?") only with debug logging: `progress` says what a person needs.
     ray.data.DataContext.get_current().enable_progress_bars = log.isEnabledFor(logging.DEBUG)
@@ -114,7 +122,7 @@ def execute(p: Plan, sink: ray.actor.ActorHandle | None, progress: Progress | No
     failures = LoadFailures.remote()
     ds = ray.data.from_arrow(_blocks(p.todo, compute.batch_size, compute.num_actors))
     ds = ds.map_batches(
-        _GenerateActor,
+        generator,
         fn_constructor_args=(spec, failures),
         batch_size=compute.batch_size,
         batch_format="pyarrow",
@@ -137,10 +145,11 @@ def execute(p: Plan, sink: ray.actor.ActorHandle | None, progress: Progress | No
         raise
 
 
-def generate_rounds(p: Plan, lease: Lease) -> tuple[Plan, QcEvidence | None]:
+def generate_rounds(p: Plan, lease: Lease, *, generator: type = _GenerateActor) -> tuple[Plan, QcEvidence | None]:
     """Round 0 makes every unsettled slot's next attempt; each later round makes replacements for what the
     round before rejected (or lost to a replaceable failure), until every slot is settled or has used
-    `policy.max_attempts`. One FID statistics sink serves every round. Returns the plan as it ends."""
+    `policy.max_attempts`. One FID statistics sink serves every round. Returns the plan as it ends.
+    `generator`: see `execute`."""
     if not p.todo.num_rows:
         return p, None
     connect()
@@ -153,7 +162,7 @@ def generate_rounds(p: Plan, lease: Lease) -> tuple[Plan, QcEvidence | None]:
             break
         attempts = sorted(set(p.todo.column("attempt").to_pylist()))
         log.info("round %d: %d image(s) to make (attempts %s)", round_number, p.todo.num_rows, attempts)
-        execute(p, sink, progress)
+        execute(p, sink, progress, generator=generator)
         progress.emit()
         lease.check()  # a run that lost its lease leaves the output to the run that holds it
         p = next_round(p)

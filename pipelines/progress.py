@@ -1,4 +1,7 @@
-"""A run's progress as the driver sees it: every index batch the writers return is counted.
+"""A run's progress as the driver sees it: the counts every writer batch returns are added up.
+
+Writers return one row of counts per batch (`status_counts`), not the index rows: at 10 million images
+the index rows (provenance JSON included, ~2 KB each) would all pass through the driver.
 
 `Progress` logs to `diffgen.progress`: a DEBUG record per batch (what a terminal's live line redraws from)
 and an INFO record at most every `interval_s` and at the end of each round (what a log file gets). Whoever
@@ -46,10 +49,9 @@ class Progress:
         self.started = clock()
         self._logged = self.started
 
-    def add(self, batch: pa.Table) -> None:
-        """Count one batch of index rows; log the line (INFO when `interval_s` has passed since the last)."""
-        status = batch.column("status")
-        counted = {s: pc.sum(pc.equal(status, s.value)).as_py() or 0 for s in RecordStatus}
+    def add(self, counts: pa.Table) -> None:
+        """Add rows of `status_counts`; log the line (INFO when `interval_s` has passed since the last)."""
+        counted = {s: pc.sum(counts.column(s.value)).as_py() or 0 for s in RecordStatus}
         self.written += counted[RecordStatus.WRITTEN]
         self.rejected += counted[RecordStatus.REJECTED]
         self.failed += counted[RecordStatus.FAILED]
@@ -69,6 +71,13 @@ class Progress:
         done = min(self.already + self.written, self.expected)
         eta = (self.expected - done) / rate if rate > 0 else None
         return Snapshot(done, self.expected, self.rejected, self.failed, rate, eta)
+
+
+def status_counts(index: pa.Table) -> pa.Table:
+    """One row: how many of the index rows in `index` have each `RecordStatus` (a column per status)."""
+    status = index.column("status")
+    return pa.table({s.value: pa.array([pc.sum(pc.equal(status, s.value)).as_py() or 0], pa.int64())
+                     for s in RecordStatus})  # fmt: skip
 
 
 def _clock(seconds: float) -> str:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import pyarrow as pa
 import ray
 
 from diffgen.pipelines.priority import lower_cpu_priority
+from diffgen.pipelines.progress import status_counts
 from diffgen.provenance.c2pa import C2paCredentials
 from diffgen.schemas.job import ComputeSpec, JobSpec
 from diffgen.stages.write import WriteStage
@@ -33,6 +35,11 @@ class WriteActor(WriteStage):
         lower_cpu_priority(spec.compute.helper_niceness)
         super().__init__(spec, output, run_id, credentials)
         self.setup()
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        """Writes the batch and its index shard; returns only its counts (`status_counts`), which is all
+        the driver needs: the index rows stay in the shard and never pass through the driver."""
+        return status_counts(super().__call__(batch))
 
 
 # CPUs Ray reserves per writer actor.

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+from annotated_types import Ge, Gt, Le, Lt, MaxLen, MinLen
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from diffgen.schemas.job import CONTROL_COLUMN
@@ -128,10 +131,76 @@ def _expected(name: str) -> str:
     )
 
 
+def suspect_rows(table: pa.Table) -> pa.Array:
+    """A boolean mask over `table`'s rows, computed column-wise in Arrow: true for every row `ManifestRow`
+    could refuse (and some it accepts), so that pydantic validates only those, not 10 million rows one by
+    one. Built from the same field metadata as the model; a constraint it does not know marks every row."""
+    n = table.num_rows
+    mask = pa.array(np.zeros(n, bool))
+
+    def either(m: pa.Array) -> None:
+        nonlocal mask
+        mask = pc.or_(mask, pc.fill_null(m, True))
+
+    for name, field in ManifestRow.model_fields.items():
+        if name not in table.column_names:
+            continue
+        column = table.column(name)
+        if field.is_required():
+            either(column.is_null())
+        if pa.types.is_floating(column.type):
+            either(pc.invert(pc.fill_null(pc.is_finite(column), True)))
+        for m in field.metadata:
+            values = pc.utf8_length(column) if isinstance(m, MinLen | MaxLen) else column
+            match m:
+                case Ge(ge=v) | MinLen(min_length=v):
+                    either(_compare(pc.less, values, v))
+                case Gt(gt=v):
+                    either(_compare(pc.less_equal, values, v))
+                case Le(le=v) | MaxLen(max_length=v):
+                    either(_compare(pc.greater, values, v))
+                case Lt(lt=v):
+                    either(_compare(pc.greater_equal, values, v))
+                case _ if getattr(m, "pattern", None) == r"\S":
+                    # A visible ASCII character matches \S in every regex flavour; a text without one (only
+                    # spaces, or only non-ASCII letters, whose whitespace classes differ) goes to pydantic.
+                    either(pc.fill_null(pc.invert(pc.match_substring_regex(column, "[!-~]")), False))
+                case _:
+                    either(pc.fill_null(column.is_valid(), False))  # not mirrored here: pydantic checks all
+    # `ManifestRow._image_fields_need_an_init_image`
+    if "init_image" in table.column_names:
+        init = table.column("init_image")
+        no_init = pc.fill_null(pc.equal(init, ""), True)
+    else:
+        no_init = pa.array(np.ones(n, bool))
+    needs = pa.array(np.zeros(n, bool))
+    if "mask_image" in table.column_names:
+        needs = pc.or_(needs, pc.fill_null(pc.not_equal(table.column("mask_image"), ""), False))
+    if "strength" in table.column_names:
+        needs = pc.or_(needs, table.column("strength").is_valid())
+    either(pc.and_(no_init, needs))
+    return mask
+
+
+def _compare(op, values: pa.ChunkedArray, bound: float) -> pa.ChunkedArray | pa.Array:
+    """`op(values, bound)`, false for nulls; an integer bound beyond the column's integer type (seed < 2**63
+    on int64) decides every row alike."""
+    if pa.types.is_integer(values.type) and isinstance(bound, int):
+        info = np.iinfo(values.type.to_pandas_dtype())
+        if not info.min <= bound <= info.max:
+            below = bound < info.min  # every value is above the bound
+            answer = below if op in (pc.greater, pc.greater_equal) else not below
+            return pa.array(np.full(len(values), answer, bool))
+        return pc.fill_null(op(values, pa.scalar(bound, values.type)), False)
+    return pc.fill_null(op(values, bound), False)
+
+
 def row_problems(table: pa.Table) -> dict[int, list[str]]:
-    """Problems per row index, for a table whose schema already fits."""
+    """Problems per row index, for a table whose schema already fits. Pydantic validates the rows
+    `suspect_rows` marks; repeated ids are found in Arrow (hash grouping), the first occurrence kept."""
     known = table.select([c for c in KNOWN_COLUMNS if c in table.column_names])
-    rows: list[dict[str, Any]] = known.to_pylist()
+    suspects = np.flatnonzero(np.asarray(suspect_rows(known)))
+    rows: list[dict[str, Any]] = known.take(pa.array(suspects, pa.int64())).to_pylist()
     for row in rows:
         for key in ("num_images",):
             if row.get(key) is None:
@@ -146,17 +215,26 @@ def row_problems(table: pa.Table) -> dict[int, list[str]]:
         for e in err.errors():
             index, *field = e["loc"]
             where = ".".join(map(str, field)) or "row"
-            problems.setdefault(int(index), []).append(f"{where}: {e['msg']}")
-    seen: dict[str, int] = {}
-    for i, row in enumerate(rows):
-        rid = row.get("id")
-        if rid is None:
-            continue
-        if rid in seen:
-            problems.setdefault(i, []).append(f"id: duplicate of row {seen[rid]} ({rid[:60]!r})")
-        else:
-            seen[rid] = i
+            problems.setdefault(int(suspects[int(index)]), []).append(f"{where}: {e['msg']}")
+    for i, first, rid in repeated_ids(known.column("id")):
+        problems.setdefault(i, []).append(f"id: duplicate of row {first} ({rid[:60]!r})")
+    problems = {i: problems[i] for i in sorted(problems)}
     return problems
+
+
+def repeated_ids(ids: pa.ChunkedArray | pa.Array) -> list[tuple[int, int, str]]:
+    """(row, row of the id's first occurrence, id) for every later occurrence of a repeated id, by row;
+    null ids are not compared."""
+    rows = pa.table({"id": ids, "_row": pa.array(np.arange(len(ids)), pa.int64())}).filter(pc.is_valid(ids))
+    groups = rows.group_by("id").aggregate([("_row", "min"), ("_row", "count")])
+    repeated = groups.filter(pc.greater(groups.column("_row_count"), 1))
+    if not repeated.num_rows:
+        return []
+    first = dict(zip(repeated.column("id").to_pylist(), repeated.column("_row_min").to_pylist()))
+    later = rows.filter(pc.is_in(rows.column("id"), value_set=repeated.column("id")))
+    found = [(i, first[rid], rid) for rid, i in zip(later.column("id").to_pylist(), later.column("_row").to_pylist())
+             if i != first[rid]]  # fmt: skip
+    return sorted(found)
 
 
 def check_rows(table: pa.Table, source: str, *, max_images_per_row: int | None = None) -> dict[int, list[str]]:
@@ -172,9 +250,11 @@ def check_rows(table: pa.Table, source: str, *, max_images_per_row: int | None =
         raise ManifestError(f"{source}: manifest has no rows")
     bad = row_problems(table)
     if max_images_per_row is not None and "num_images" in table.column_names:
-        for i, n in enumerate(table.column("num_images").to_pylist()):
-            if n is not None and n > max_images_per_row:
-                bad.setdefault(i, []).append(f"num_images: {n} is above policy.max_images_per_row={max_images_per_row}")
+        counts = table.column("num_images")
+        above = np.flatnonzero(np.asarray(_compare(pc.greater, counts, max_images_per_row)))
+        for i, n in zip(above.tolist(), counts.take(pa.array(above, pa.int64())).to_pylist()):
+            bad.setdefault(i, []).append(f"num_images: {n} is above policy.max_images_per_row={max_images_per_row}")
+        bad = {i: bad[i] for i in sorted(bad)}
     return bad
 
 

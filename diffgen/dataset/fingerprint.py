@@ -83,15 +83,19 @@ def job_fingerprint(inputs: dict[str, Any]) -> str:
     return _digest(inputs)
 
 
+# `json.dumps` with these arguments builds a new encoder per call, half the cost of a record's digest.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+
+
 def _digest(value: object) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+    return hashlib.sha256(_CANONICAL.encode(value).encode()).hexdigest()
 
 
 def record_fingerprints(records: pa.Table, job_fp: str, control_columns: list[str]) -> pa.Array:
     """One fingerprint per record of `expand`'s table: the job's fingerprint and the record's own inputs."""
     fields = [f for f in (*RECORD_FIELDS, *control_columns) if f in records.column_names]
-    values = records.select(fields).to_pylist()
-    return pa.array([_digest([job_fp, {f: row[f] for f in fields}]) for row in values], pa.string())
+    columns = [records.column(f).to_pylist() for f in fields]
+    return pa.array([_digest([job_fp, dict(zip(fields, values))]) for values in zip(*columns)], pa.string())
 
 
 def fingerprinted(records: pa.Table, spec: JobSpec, job: dict[str, Any] | None = None) -> pa.Table:

@@ -149,6 +149,10 @@ def resume_state(
     replaceable rejection or failure (the next attempt follows, up to `attempts.max_attempts`).
     """
     by_record = _committed_rows(index, slots, control_columns, read_sha256)
+    if not by_record:  # nothing committed for these slots: every slot's first attempt is to make
+        first = slots if "fingerprint" in slots.column_names else fingerprint(slots)
+        expected = dict(zip(first.column("record_id").to_pylist(), first.column("fingerprint").to_pylist()))
+        return ResumeState(first, expected, (), 0)
     expected: dict[str, str] = {}
     todo: list[pa.Table] = []
     changes: dict[str, Change] = {}
@@ -156,7 +160,9 @@ def resume_state(
     for attempt in range(attempts.max_attempts):
         if not active:
             break
-        records = fingerprint(attempts_of(slots.take(pa.array(active, pa.int64())), attempt))
+        records = attempts_of(slots.take(pa.array(active, pa.int64())), attempt)
+        if attempt or "fingerprint" not in records.column_names:  # attempt 0 is the slot: its fingerprint
+            records = fingerprint(records)
         wanted = records.select([c for c in (*_WANTED, *control_columns) if c in records.column_names]).to_pylist()
         make, follow = [], []
         for k, (slot, record) in enumerate(zip(active, wanted)):

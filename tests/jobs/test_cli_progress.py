@@ -46,12 +46,14 @@ def _run_progress(stream, **logging_args) -> None:
     progress = Progress(4, already=0, interval_s=10.0, clock=lambda: now[0])
     import pyarrow as pa
 
+    from diffgen.pipelines.progress import status_counts
+
     for t in (1.0, 2.0):
         now[0] = t
-        progress.add(pa.table({"status": ["written"]}))
+        progress.add(status_counts(pa.table({"status": ["written"]})))
     logging.getLogger("diffgen").info("a log line")
     now[0] = 12.0
-    progress.add(pa.table({"status": ["written", "rejected"]}))
+    progress.add(status_counts(pa.table({"status": ["written", "rejected"]})))
     logger.removeHandler(handler)
     logger.setLevel(level)
 

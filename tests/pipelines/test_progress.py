@@ -1,14 +1,22 @@
-"""The run's progress: counts from the index batches the writers return, a rate and an ETA, logged at two levels."""
+"""The run's progress: the counts the writers return per batch, a rate and an ETA, logged at two levels."""
 
 import logging
 
 import pyarrow as pa
 
-from diffgen.pipelines.progress import Progress
+from diffgen.pipelines.progress import Progress, status_counts
 
 
 def _batch(*statuses: str) -> pa.Table:
-    return pa.table({"status": list(statuses)})
+    return status_counts(pa.table({"status": list(statuses)}))
+
+
+def test_a_batch_is_one_row_of_counts_per_status():
+    counts = status_counts(pa.table({"status": ["written", "failed", "written", "rejected", "written"]}))
+    assert counts.to_pylist() == [{"written": 3, "rejected": 1, "failed": 1}]
+    assert status_counts(pa.table({"status": pa.array([], pa.string())})).to_pylist() == [
+        {"written": 0, "rejected": 0, "failed": 0}
+    ]
 
 
 def test_counts_rate_eta_and_the_periodic_info_line(caplog):

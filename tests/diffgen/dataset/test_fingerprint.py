@@ -46,3 +46,27 @@ def test_an_ip_adapter_and_its_image_enter_the_fingerprint(tiny_sd, tiny_ip_adap
         return fingerprinted(expand(table, spec), spec).column("fingerprint").to_pylist()
 
     assert len({*fingerprints(1.0, "/a.png"), *fingerprints(0.5, "/a.png"), *fingerprints(1.0, "/b.png")}) == 3
+
+
+def test_a_record_fingerprint_is_the_sha256_of_its_canonical_json_so_old_outputs_resume():
+    import hashlib
+    import json
+
+    from diffgen.dataset.fingerprint import record_fingerprints
+
+    rows = [
+        {"prompt": "a cat", "negative_prompt": "", "seed": 7, "width": 64, "height": 64, "steps": 20,
+         "guidance_scale": 7.5, "guidance_rescale": None, "strength": None, "init_image": None, "mask_image": None,
+         "control": "masks/é.png", "id": "not a fingerprint field"},
+        {"prompt": "ünïcode \"quoted\"", "negative_prompt": "blur", "seed": 2**62, "width": 8, "height": 16,
+         "steps": 1, "guidance_scale": 1.0, "guidance_rescale": 0.7, "strength": 0.3, "init_image": "s3://b/i.png",
+         "mask_image": "m.png", "control": None, "id": "x"},
+    ]  # fmt: skip
+    got = record_fingerprints(pa.Table.from_pylist(rows), "job-fp", ["control"]).to_pylist()
+    # The canonical form every committed index was fingerprinted with: changing it makes every output "changed".
+    expected = [
+        hashlib.sha256(json.dumps(["job-fp", {k: v for k, v in r.items() if k != "id"}], sort_keys=True,
+                                  separators=(",", ":"), default=str).encode()).hexdigest()
+        for r in rows
+    ]  # fmt: skip
+    assert got == expected
