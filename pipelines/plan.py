@@ -300,7 +300,10 @@ def plan(spec: JobSpec, *, probe_output: bool = True, check_images: bool = False
     check_input_roots(records, spec)
     if check_images:
         check_input_images(records, spec)
-    prompts = records.column("prompt").to_pylist() + records.column("negative_prompt").to_pylist()
+    # Only a prompt with a '<' can hold a `<token>`: the others are not looked at one by one.
+    prompts = [p for c in ("prompt", "negative_prompt")
+               for p in records.column(c).filter(pc.fill_null(pc.match_substring(records.column(c), "<"), False))
+               .to_pylist()]  # fmt: skip
     warnings = (*distilled_warnings(spec, records.column("steps").to_pylist(),
                                     records.column("guidance_scale").to_pylist()),
                 *placeholder_warnings(prompts, spec.textual_inversions))  # fmt: skip
