@@ -17,9 +17,11 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 
 from diffgen.dataset import storage
@@ -156,15 +158,22 @@ def generate_rounds(p: Plan, lease: Lease, *, generator: type = _GenerateActor) 
     wait_for_resources(p.spec, p.spec.compute.resource_wait_s)
     sink = StatsSink.remote() if p.spec.qc.enabled else None
     slots = p.records.num_rows
-    progress = Progress(slots, already=slots - len(set(p.todo.column("slot_id").to_pylist())))
+    progress = Progress(slots, already=slots - pc.count_distinct(p.todo.column("slot_id")).as_py())
     for round_number in range(p.spec.policy.max_attempts):
         if not p.todo.num_rows:
             break
-        attempts = sorted(set(p.todo.column("attempt").to_pylist()))
+        attempts = sorted(pc.unique(p.todo.column("attempt")).to_pylist())
         log.info("round %d: %d image(s) to make (attempts %s)", round_number, p.todo.num_rows, attempts)
+        before = (progress.written, progress.rejected, progress.failed)
         execute(p, sink, progress, generator=generator)
         progress.emit()
         lease.check()  # a run that lost its lease leaves the output to the run that holds it
+        if (progress.written - before[0], progress.rejected - before[1], progress.failed - before[2]) == (
+            p.todo.num_rows, 0, 0,
+        ):  # fmt: skip
+            # Every attempt of the round was written: nothing to replace, and no need to walk the index again.
+            p = replace(p, todo=p.todo.slice(0, 0))
+            break
         p = next_round(p)
     return p, None if sink is None else QcEvidence(*gather(sink))
 
