@@ -217,3 +217,25 @@ def test_the_utility_real_set_is_checked_against_the_manifest_before_any_model_l
     storage.write_bytes(str(tmp_path / "real" / "b" / "broken.png"), b"not a png")
     with pytest.raises(JobSpecError, match="b/broken.png cannot be read"):
         plan(_utility_spec(tmp_path, tiny_sd, tiny_clip, real, labelled))
+
+
+@pytest.mark.slow
+def test_bad_rows_far_apart_in_a_large_manifest_are_named_as_in_a_small_one(tmp_path, tiny_sd):
+    import pyarrow.parquet as pq
+
+    n = 200_000
+    ids = [f"row-{i:06d}" for i in range(n)]
+    ids[n - 1] = ids[0]  # a duplicate 199,999 rows after its first
+    steps = pa.array([None] * (n - 2) + [0, None], pa.int32())  # one bad row at the end
+    table = pa.table({"id": ids, "prompt": ["a red circle"] * n, "steps": steps})
+    path = tmp_path / "m.parquet"
+    pq.write_table(table, path, row_group_size=5_000)  # 40 row groups
+    job = write_job(tmp_path / "job.yaml", tiny_sd, policy={"invalid_rows": "fail", "max_images": n})
+    with pytest.raises(ManifestError) as err:
+        plan(load_job_spec(job, manifest=str(path), output=str(tmp_path / "out")))
+    message = str(err.value)
+    assert "expect_column_values_to_be_unique on 'id': 2 of 200000 value(s) unexpected, e.g. 'row-000000', " \
+        "'row-000000' at row(s) 0, 199999" in message
+    assert "2 of 200000 row(s) invalid" in message
+    assert "row 199998 (id='row-199998'): steps: Input should be greater than or equal to 1" in message
+    assert "row 199999 (id='row-000000'): id: duplicate of row 0 ('row-000000')" in message
