@@ -1,6 +1,7 @@
 """The control plane at scale: what the driver costs per record, with the model replaced by a stand-in.
 
-    python -m benchmarks.scale [--parts driver plan] [--sizes 100000 1000000] [--images N] [--quick]
+    python -m benchmarks.scale [--parts driver plan resume] [--sizes 100000 1000000] [--resume-sizes N ..]
+                               [--images N] [--quick]
 
 diffgen's driver plans the run (reads and validates the manifest, expands it to one record per image,
 finds what the index already holds) and then runs Ray Data's executor, which feeds the actor pools and
@@ -17,6 +18,10 @@ Parts:
   on a synthetic manifest of each `--sizes` rows, each size in a fresh process: wall seconds and the
   process's peak RSS, against the RSS after the libraries are imported. A size that runs out of memory
   is recorded as such.
+- resume: for each `--resume-sizes`, a committed index of every record of that manifest, as a finished run
+  leaves it (built in its own process from the plan's records, 250,000 rows a shard), then the pre-flight
+  of the same job again in a fresh process: it reads the index and finds nothing to make. Wall seconds
+  and peak RSS, as for plan.
 
 Results: benchmarks/results/scale-cpu-<machine>.json (with --quick: out/benchmarks/), with a
 log-log chart of plan time and peak RSS against rows beside it (.svg), and a table on stdout.
@@ -36,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from benchmarks.machine import machine, machine_slug, versions
@@ -43,6 +49,7 @@ from benchmarks.results import result_path, write_result
 
 BATCHES = (4, 32)
 SIZES = (100_000, 1_000_000)
+RESUME_SIZES = (100_000, 1_000_000)
 ROW_GROUP_ROWS = 128 * 1024
 PLAN_TIMEOUT_S = 1800
 
@@ -176,16 +183,21 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def plan_child(root: Path, rows: int) -> dict:
-    """In a fresh process: the pre-flight on a `rows`-row manifest; wall seconds and peak RSS."""
-    from diffgen.pipelines.plan import plan
+def _plan_spec(root: Path, rows: int, output: Path):
     from diffgen.schemas.job import JobSpec
 
     manifest = root / f"manifest-{rows}.parquet"
     if not manifest.is_file():
         write_manifest(manifest, rows)
-    spec = JobSpec.model_validate(_job(_model_folder(root), manifest, root / f"plan-out-{rows}", batch=32,
-                                       run_id=f"scale-plan-{rows}"))  # fmt: skip
+    return JobSpec.model_validate(_job(_model_folder(root), manifest, output, batch=32, run_id=f"scale-plan-{rows}"))
+
+
+def plan_child(root: Path, rows: int, output: Path | None = None) -> dict:
+    """In a fresh process: the pre-flight on a `rows`-row manifest (against the committed index in
+    `output`, when given); wall seconds and peak RSS."""
+    from diffgen.pipelines.plan import plan
+
+    spec = _plan_spec(root, rows, output or root / f"plan-out-{rows}")
     baseline = _rss_mb()
     started = time.perf_counter()
     p = plan(spec, probe_output=False)
@@ -193,22 +205,72 @@ def plan_child(root: Path, rows: int) -> dict:
     return {
         "rows": rows,
         "records": p.records.num_rows,
+        "to_make": p.todo.num_rows,
         "plan_s": round(wall, 2),
         "peak_rss_mb": round(_rss_mb(), 1),
         "rss_after_imports_mb": round(baseline, 1),
     }
 
 
-def measure_plan(root: Path, rows: int) -> dict:
-    command = [sys.executable, "-m", "benchmarks.scale", "--plan-child", str(rows), "--root", str(root)]
+INDEX_SHARD_ROWS = 250_000
+
+
+def build_index(root: Path, rows: int) -> dict:
+    """In a fresh process: a committed index of every record of a `rows`-row manifest, as a finished
+    run leaves it (each record written, with its fingerprint), in shards of `INDEX_SHARD_ROWS`."""
+    from datetime import UTC, datetime
+
+    from diffgen.dataset import storage
+    from diffgen.dataset.layout import index_shard
+    from diffgen.pipelines.plan import plan
+    from diffgen.schemas.record import INDEX_SCHEMA
+
+    output = root / f"resume-out-{rows}"
+    records = plan(_plan_spec(root, rows, output), probe_output=False).records
+    started = time.perf_counter()
+    n = records.num_rows
+    fill = {"status": pa.array(["written"] * n, pa.string()),
+            "created_at": pa.array([datetime.now(UTC)] * n, INDEX_SCHEMA.field("created_at").type),
+            "image_uri": pc.binary_join_element_wise(str(output) + "/images/", records.column("record_id"), ".png", "")}  # fmt: skip
+    columns = []
+    for field in INDEX_SCHEMA:
+        if field.name in fill:
+            columns.append(fill[field.name])
+        elif field.name in records.column_names:
+            columns.append(records.column(field.name).cast(field.type))
+        else:
+            columns.append(pa.nulls(n, field.type))
+    index = pa.Table.from_arrays(columns, schema=INDEX_SCHEMA).append_column("label", records.column("label"))
+    for start in range(0, n, INDEX_SHARD_ROWS):
+        shard = index.slice(start, INDEX_SHARD_ROWS)
+        storage.write_parquet(shard, str(output / index_shard(shard.column("record_id").to_pylist())))
+    return {"rows": rows, "index_rows": n, "build_s": round(time.perf_counter() - started, 1)}
+
+
+def _child(*args: str) -> dict:
+    command = [sys.executable, "-m", "benchmarks.scale", *args]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=PLAN_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired:
-        return {"rows": rows, "failed": f"timed out after {PLAN_TIMEOUT_S} s"}
+        return {"failed": f"timed out after {PLAN_TIMEOUT_S} s"}
     if done.returncode != 0:
         killed = done.returncode in (-9, 137)
-        return {"rows": rows, "failed": "killed (out of memory)" if killed else done.stderr.strip()[-2000:]}
+        return {"failed": "killed (out of memory)" if killed else done.stderr.strip()[-2000:]}
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure_plan(root: Path, rows: int) -> dict:
+    return {"rows": rows, **_child("--plan-child", str(rows), "--root", str(root))}
+
+
+def measure_resume(root: Path, rows: int) -> dict:
+    """The pre-flight of a run resumed over a finished output: every record committed, none to make."""
+    built = _child("--build-index", str(rows), "--root", str(root))
+    if "failed" in built:
+        return {"rows": rows, "build": built}
+    output = root / f"resume-out-{rows}"
+    return {"rows": rows, "index_rows": built["index_rows"],
+            **_child("--plan-child", str(rows), "--root", str(root), "--output", str(output))}  # fmt: skip
 
 
 def loglog_svg(points: dict[str, list[tuple[float, float]]], *, x_label: str, y_label: str, title: str) -> str:
@@ -250,22 +312,32 @@ def loglog_svg(points: dict[str, list[tuple[float, float]]], *, x_label: str, y_
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__.split("\n")[0])
-    parser.add_argument("--parts", nargs="+", choices=("driver", "plan"), default=["driver", "plan"])
+    parser.add_argument("--parts", nargs="+", choices=("driver", "plan", "resume"),
+                        default=["driver", "plan", "resume"])
     parser.add_argument("--sizes", nargs="+", type=int, default=list(SIZES), help="manifest rows for the plan part")
     parser.add_argument("--images", type=int, default=4096, help="images of the driver part's run")
     parser.add_argument("--batches", nargs="+", type=int, default=list(BATCHES))
     parser.add_argument("--quick", action="store_true", help="small sizes; results under out/benchmarks/")
     parser.add_argument("--root", help=argparse.SUPPRESS)
     parser.add_argument("--plan-child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--build-index", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--output", help=argparse.SUPPRESS)
+    parser.add_argument("--resume-sizes", nargs="+", type=int, default=list(RESUME_SIZES),
+                        help="committed index rows for the resume part")
     args = parser.parse_args(argv)
     from benchmarks.environment import prepare_environment
 
     prepare_environment()
     if args.plan_child is not None:
-        print(json.dumps(plan_child(Path(args.root), args.plan_child)))
+        output = Path(args.output) if args.output else None
+        print(json.dumps(plan_child(Path(args.root), args.plan_child, output)))
+        return 0
+    if args.build_index is not None:
+        print(json.dumps(build_index(Path(args.root), args.build_index)))
         return 0
     if args.quick:
         args.sizes, args.images = sorted({min(s, 20_000) for s in args.sizes}), min(args.images, 256)
+        args.resume_sizes = sorted({min(s, 20_000) for s in args.resume_sizes})
     started, t0 = datetime.now(UTC), time.perf_counter()
     result: dict = {
         "benchmark": "scale: the driver's cost per record with a stand-in model (issue #23)",
@@ -280,6 +352,10 @@ def main(argv: list[str] | None = None) -> int:
         if "plan" in args.parts:
             result["plan"] = [measure_plan(root, rows) for rows in sorted(args.sizes)]
             for row in result["plan"]:
+                print(json.dumps(row))
+        if "resume" in args.parts:
+            result["resume"] = [measure_resume(root, rows) for rows in sorted(args.resume_sizes)]
+            for row in result["resume"]:
                 print(json.dumps(row))
         if "driver" in args.parts:
             result["driver"] = driver_part(root, args.images, args.batches)

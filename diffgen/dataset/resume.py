@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from diffgen.dataset import storage
 from diffgen.dataset.fingerprint import RECORD_FIELDS
@@ -208,6 +209,14 @@ def _outcome(rows: list[dict], attempts: Attempts) -> str:
     return "make"
 
 
+# The index columns the walk reads: what settles an attempt, and what `_explain` names when one changed.
+_READS = (
+    "record_id", "slot_id", "status", "created_at", "fingerprint", "replaceable", *RECORD_FIELDS,
+    *(c for pair in _INPUT_IMAGES for c in pair), "control_image_uris", "control_image_sha256",
+    "model_weights_sha256", "scheduler", "scheduler_options", "loras", "textual_inversions",
+)  # fmt: skip
+
+
 def _committed_rows(
     index: pa.Table | None, slots: pa.Table, control_columns: list[str], read_sha256: Callable[[str], str | None]
 ) -> dict[str, list[dict]]:
@@ -215,8 +224,11 @@ def _committed_rows(
     its input images no longer has the sha256 the row recorded."""
     if index is None or index.num_rows == 0:
         return {}
-    wanted = set(slots.column("slot_id").to_pylist())
-    rows = [r for r in index.to_pylist() if (r.get("slot_id") or r["record_id"]) in wanted]
+    key = index.column("record_id")
+    if "slot_id" in index.column_names:  # an index made before attempts existed has no slot_id
+        key = pc.coalesce(index.column("slot_id"), key)
+    index = index.filter(pc.is_in(key, value_set=slots.column("slot_id").combine_chunks()))
+    rows = index.select([c for c in dict.fromkeys(_READS) if c in index.column_names]).to_pylist()
     for r in rows:
         r["slot_id"] = r.get("slot_id") or r["record_id"]  # an index made before attempts existed
     images = {(u, h) for r in rows if r["status"] in _COMMITTED for _, u, h in _input_images(r, control_columns)}

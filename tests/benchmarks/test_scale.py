@@ -43,10 +43,10 @@ def test_the_chart_is_log_log_with_a_line_per_series():
 
 
 @pytest.mark.slow
-def test_a_quick_run_measures_the_driver_and_the_plan(tmp_path):
+def test_a_quick_run_measures_the_driver_the_plan_and_a_resume(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.scale", "--quick", "--images", "128", "--batches", "8",
-         "--sizes", "3000"],
+         "--sizes", "3000", "--resume-sizes", "2000"],
         cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -59,3 +59,5 @@ def test_a_quick_run_measures_the_driver_and_the_plan(tmp_path):
     (plan,) = doc["plan"]
     assert (plan["rows"], plan["records"]) == (3000, 3000)
     assert plan["peak_rss_mb"] >= plan["rss_after_imports_mb"] > 0
+    (resume,) = doc["resume"]  # a finished output's index: the same job finds nothing to make
+    assert (resume["index_rows"], resume["records"], resume["to_make"]) == (2000, 2000, 0)
