@@ -124,9 +124,11 @@ def _job(model: Path, manifest: Path, output: Path, *, batch: int, run_id: str) 
 
 
 def _model_folder(root: Path) -> Path:
+    """The tiny SD folder under `root`, built by the first caller (the driver part and every child share it)."""
     from lab.builders.tiny import build_tiny_sd
 
-    return build_tiny_sd(root / "tiny-sd")
+    folder = root / "tiny-sd"
+    return folder if (folder / "model_index.json").is_file() else build_tiny_sd(folder)
 
 
 def measure_driver(root: Path, images: int, batch: int) -> dict:

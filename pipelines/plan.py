@@ -12,20 +12,23 @@ import logging
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from diffgen.dataset import storage
-from diffgen.dataset.fingerprint import fingerprinted, input_columns, job_fingerprint, job_inputs, record_fingerprints
+from diffgen.dataset.fingerprint import fingerprinted, input_columns, job_fingerprint, job_inputs, refingerprinted
 from diffgen.dataset.index import read_index
 from diffgen.dataset.layout import rejects_file
 from diffgen.dataset.records import expand
+from diffgen.dataset.resume import READS as RESUME_READS
 from diffgen.dataset.resume import Attempts, ResumeState, resume_state
 from diffgen.generation.distilled import distilled_warnings
 from diffgen.generation.loading import preflight
 from diffgen.generation.textual_inversion import placeholder_warnings
 from diffgen.metrics.reference import ReferenceSetError, check_reference
+from diffgen.pipelines import resume_tasks
 from diffgen.pipelines.resources import demands, shortfall, visible_nodes
 from diffgen.provenance.c2pa import C2paConfigError, C2paCredentials, load_credentials
 from diffgen.reporting.expectations import Failure, SuiteResult, validate_index, validate_manifest_table, write_result
@@ -327,17 +330,18 @@ def plan(spec: JobSpec, *, probe_output: bool = True, check_images: bool = False
 
 
 def _resume(p: Plan, *, retry_failed: bool) -> ResumeState:
+    """The resume walk of the plan's slots through the output's index: in this process for a run of up to
+    `TASK_SLOTS` slots, else in Ray tasks by slot bucket (`diffgen.pipelines.resume_tasks`)."""
     policy = p.spec.policy
     controls = list(p.spec.control_columns().values())
-    job_fp = job_fingerprint(p.job)
-    index = read_index(p.output, skip_corrupt=policy.corrupt_index == "quarantine")
     attempts = Attempts(policy.replace_rejected, policy.max_attempts if policy.replace_rejected else 1, retry_failed)
-
-    def refingerprint(records: pa.Table) -> pa.Table:  # an attempt's seed is its own: so is its fingerprint
-        return records.set_column(records.column_names.index("fingerprint"), "fingerprint",
-                                  record_fingerprints(records, job_fp, input_columns(p.spec)))  # fmt: skip
-
-    return resume_state(p.records, index, p.job, controls, refingerprint, attempts)
+    fingerprint = partial(refingerprinted, job_fp=job_fingerprint(p.job), control_columns=input_columns(p.spec))
+    skip_corrupt = policy.corrupt_index == "quarantine"
+    if p.records.num_rows > resume_tasks.TASK_SLOTS:
+        return resume_tasks.resume_in_tasks(p.records, p.output, p.job, controls, fingerprint, attempts,
+                                            skip_corrupt=skip_corrupt)  # fmt: skip
+    index = read_index(p.output, skip_corrupt=skip_corrupt, columns=RESUME_READS)
+    return resume_state(p.records, index, p.job, controls, fingerprint, attempts)
 
 
 def next_round(p: Plan) -> Plan:

@@ -98,6 +98,12 @@ def record_fingerprints(records: pa.Table, job_fp: str, control_columns: list[st
     return pa.array([_digest([job_fp, dict(zip(fields, values))]) for values in zip(*columns)], pa.string())
 
 
+def refingerprinted(records: pa.Table, job_fp: str, control_columns: list[str]) -> pa.Table:
+    """`records` with their `fingerprint` made again: an attempt's seed is its own, so is its fingerprint."""
+    fingerprints = record_fingerprints(records, job_fp, control_columns)
+    return records.set_column(records.column_names.index("fingerprint"), "fingerprint", fingerprints)
+
+
 def fingerprinted(records: pa.Table, spec: JobSpec, job: dict[str, Any] | None = None) -> pa.Table:
     """`records` (from `diffgen.dataset.records.expand`) with their `fingerprint` column; `job` is `job_inputs(spec)`."""
     job = job_inputs(spec) if job is None else job

@@ -9,6 +9,8 @@ exactly one row per record at the end of every run.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pyarrow as pa
 
 from diffgen.dataset import storage
@@ -33,22 +35,38 @@ def by_slot(rows) -> dict[str, list[dict]]:
     return slots
 
 
-def _read_shards(output: str, skip_corrupt: bool = False) -> dict[str, pa.Table]:
-    """Every index shard by URI; `CorruptIndexError` naming the unreadable ones unless `skip_corrupt`."""
+def read_shards(
+    uris: Sequence[str], columns: Sequence[str] | None = None
+) -> tuple[dict[str, pa.Table], list[str]]:
+    """These index shards by URI (with `columns`, only those), and a line naming each one that cannot be
+    read; a shard removed meanwhile (by a concurrent compaction) is neither."""
     tables, bad = {}, []
-    for uri in storage.list_files(storage.join(output, INDEX_DIR), ".parquet"):
+    for uri in uris:
         try:
-            tables[uri] = storage.read_parquet(uri)
+            tables[uri] = storage.read_parquet(uri, columns)
         except (pa.ArrowInvalid, OSError, EOFError) as e:
-            if isinstance(e, FileNotFoundError):  # removed by a concurrent compaction
+            if isinstance(e, FileNotFoundError):
                 continue
             bad.append(f"{uri} ({type(e).__name__}: {e})"[:300])
+    return tables, bad
+
+
+def corrupt_index_error(output: str, bad: list[str]) -> CorruptIndexError:
+    return CorruptIndexError(
+        f"{len(bad)} index shard(s) of {output} cannot be read: {'; '.join(bad[:3])}. Their records cannot be "
+        f"told apart from new ones. Re-run with --quarantine-corrupt-index (policy.corrupt_index: quarantine) "
+        f"to move them to {storage.join(output, QUARANTINE_DIR, INDEX_DIR)}/ and make their records again"
+    )
+
+
+def _read_shards(
+    output: str, skip_corrupt: bool = False, columns: Sequence[str] | None = None
+) -> dict[str, pa.Table]:
+    """Every index shard by URI (with `columns`, only those); `CorruptIndexError` naming the unreadable
+    ones unless `skip_corrupt`."""
+    tables, bad = read_shards(index_files(output), columns)
     if bad and not skip_corrupt:
-        raise CorruptIndexError(
-            f"{len(bad)} index shard(s) of {output} cannot be read: {'; '.join(bad[:3])}. Their records cannot be "
-            f"told apart from new ones. Re-run with --quarantine-corrupt-index (policy.corrupt_index: quarantine) "
-            f"to move them to {storage.join(output, QUARANTINE_DIR, INDEX_DIR)}/ and make their records again"
-        )
+        raise corrupt_index_error(output, bad)
     return tables
 
 
@@ -57,9 +75,10 @@ def index_files(output: str) -> list[str]:
     return storage.list_files(storage.join(output, INDEX_DIR), ".parquet")
 
 
-def read_index(output: str, skip_corrupt: bool = False) -> pa.Table | None:
-    """The whole index; unreadable shards raise `CorruptIndexError`, or are left out with `skip_corrupt`."""
-    tables = list(_read_shards(output, skip_corrupt).values())
+def read_index(output: str, skip_corrupt: bool = False, columns: Sequence[str] | None = None) -> pa.Table | None:
+    """The whole index (with `columns`, only those of them a shard has); unreadable shards raise
+    `CorruptIndexError`, or are left out with `skip_corrupt`."""
+    tables = list(_read_shards(output, skip_corrupt, columns).values())
     return pa.concat_tables(tables, promote_options="default") if tables else None
 
 

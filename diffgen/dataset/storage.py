@@ -10,6 +10,7 @@ import io
 import os
 import posixpath
 import uuid
+from collections.abc import Sequence
 
 import fsspec
 import pyarrow as pa
@@ -34,7 +35,7 @@ def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
         return fsspec.core.url_to_fs(uri, **_OPTIONS.get(protocol, {}))
     except ImportError as e:
         raise UnsupportedUriError(f"{uri}: the '{protocol}://' filesystem is not installed ({e})"[:300]) from None
-    except ValueError as e:
+    except ValueError:
         if protocol not in fsspec.available_protocols():
             raise UnsupportedUriError(f"{uri}: unknown protocol '{protocol}://' (use a local path, file://, s3://, "
                                       "or another fsspec protocol)") from None  # fmt: skip
@@ -193,8 +194,13 @@ def list_files(uri: str, suffix: str = "") -> list[str]:
     return sorted(f"{protocol}://{p}" if "://" not in p else p for p in found)
 
 
-def read_parquet(uri: str) -> pa.Table:
-    return pq.read_table(io.BytesIO(read_bytes(uri)))
+def read_parquet(uri: str, columns: Sequence[str] | None = None) -> pa.Table:
+    """The Parquet file at `uri`; with `columns`, only those of them the file has (an older file may lack some)."""
+    if columns is None:
+        return pq.read_table(io.BytesIO(read_bytes(uri)))
+    file = pq.ParquetFile(io.BytesIO(read_bytes(uri)))
+    have = set(file.schema_arrow.names)
+    return file.read(columns=[c for c in columns if c in have])
 
 
 def write_parquet(table: pa.Table, uri: str) -> None:

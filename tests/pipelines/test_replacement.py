@@ -130,3 +130,27 @@ def test_attempts_exhausted_leave_the_slot_unfilled_and_require_full_exits_3(ray
     assert sum(g.written for g in c.groups.values()) == c.images_written
     strict = run(job, overrides=["policy.require_full=true"])  # nothing left to make: the same outcome
     assert strict.summary.met_policy is False and strict.exit_code == EXIT_PARTIAL == exit_code_of(strict.summary)
+
+
+@pytest.mark.parametrize("overrides", [[], ["sampler.guidance_scale=6.5", "policy.changed_records=overwrite"]],
+                         ids=["finished", "every slot changed"])  # fmt: skip
+def test_a_resume_walked_in_ray_tasks_plans_what_one_process_plans(replaced, monkeypatch, overrides):
+    """Past `TASK_SLOTS` the walk runs in Ray tasks, one per slot bucket: on a real output of several
+    attempts per slot it gives the same plan as the walk in one process."""
+    from diffgen.pipelines import plan as planning
+    from diffgen.pipelines import resume_tasks
+    from diffgen.schemas.job import load_job_spec
+
+    out, _ = replaced
+    spec = load_job_spec(out.parent / "job.yaml", overrides=["compute.batch_size=2", *overrides])
+    local = planning.plan(spec, probe_output=False)
+    monkeypatch.setattr(resume_tasks, "TASK_SLOTS", 0)
+    monkeypatch.setattr(resume_tasks, "BUCKET_SLOTS", 5)  # 12 slots: 3 buckets
+    monkeypatch.setattr(resume_tasks, "SHARDS_PER_SPLIT", 1)
+    walked = planning.plan(spec, probe_output=False)
+    assert sorted(walked.todo.column("record_id").to_pylist()) == sorted(local.todo.column("record_id").to_pylist())
+    assert walked.expected == local.expected
+    assert len(local.expected) == (12 if overrides else 15)  # the finished chains hold 3 replacement attempts
+    assert walked.describe() == local.describe()
+    assert walked.changed == local.changed == (12 if overrides else 0)
+    assert local.todo.num_rows == (12 if overrides else 0)
